@@ -1,0 +1,1 @@
+"""The command line: parse, call the layers below, print. No logic of its own."""

@@ -1,0 +1,154 @@
+"""One function per subcommand: call the storage model, print the result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from layerfs.cli.output import ago, human_size, print_json, table
+from layerfs.cli.progress import progress_for_terminal
+from layerfs.errors import Busy, LayerfsError
+from layerfs.image.catalog import Catalog, Image, reference_name
+from layerfs.image.importer import import_image
+from layerfs.image.transports import open_source
+from layerfs.store.layout import Store
+from layerfs.union.build import merged_tree, prune_tree_cache
+from layerfs.union.daemon import check_mountpoint, mount, mounted_images, unmount
+from layerfs.union.mounts import live_mounts
+
+
+def _display_name(image: Image) -> str:
+    return image.names[0] if image.names else image.short_id
+
+
+def cmd_import(store: Store, args: argparse.Namespace) -> None:
+    source = open_source(args.source)
+    with progress_for_terminal(args.quiet) as progress:
+        image = import_image(store, source, args.name, progress)
+    if args.quiet:
+        print(image.id)
+    else:
+        print(f"Loaded image: {_display_name(image)} ({image.id})")
+
+
+def _image_json(catalog: Catalog, image: Image) -> dict[str, Any]:
+    return {"id": image.id, "digest": image.digest, "names": image.names,
+            "created": image.created, "size": catalog.size(image)}
+
+
+def cmd_images(store: Store, args: argparse.Namespace) -> None:
+    catalog = Catalog(store)
+    images = catalog.images()
+    if args.json:
+        print_json([_image_json(catalog, image) for image in images])
+        return
+    if args.quiet:
+        for image in images:
+            print(image.short_id)
+        return
+    rows = []
+    for image in images:
+        size = human_size(catalog.size(image))
+        for name in image.names or ["<none>:<none>"]:
+            repository, tag = name.rsplit(":", 1)
+            rows.append([repository, tag, image.short_id, ago(image.created), size])
+    table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+
+
+def cmd_inspect(store: Store, args: argparse.Namespace) -> None:
+    catalog = Catalog(store)
+    image = catalog.resolve(args.ref)
+    layers = [{"digest": layer.digest, "diff_id": diff_id, "media_type": layer.media_type, "size": layer.size}
+              for layer, diff_id in zip(image.manifest.layers, image.diff_ids)]
+    if args.json:
+        print_json(dict(_image_json(catalog, image), manifest=image.manifest_doc, config=image.config,
+                        layers=layers))
+        return
+    process = image.config.get("config") or {}
+    command = (process.get("Entrypoint") or []) + (process.get("Cmd") or [])
+    fields = [
+        ("Id", image.id), ("Digest", image.digest), ("Names", ", ".join(image.names) or "<none>"),
+        ("Created", f"{image.created} ({ago(image.created)})"),
+        ("Platform", f"{image.config.get('os', '?')}/{image.config.get('architecture', '?')}"),
+        ("Size", human_size(catalog.size(image))), ("Command", json.dumps(command)),
+        ("WorkingDir", process.get("WorkingDir") or "/"), ("User", process.get("User") or "root"),
+    ]
+    for key, value in fields:
+        print(f"{key + ':':<12}{value}")
+    for var in process.get("Env") or []:
+        print(f"{'Env:':<12}{var}")
+    print("Layers:")
+    for number, layer in enumerate(layers, 1):
+        kind = layer["media_type"].rsplit(".", 1)[-1]
+        print(f"  {number:>3}  {layer['digest']}  {kind:<9} {human_size(layer['size']):>9}")
+
+
+def cmd_tag(store: Store, args: argparse.Namespace) -> None:
+    catalog = Catalog(store)
+    name = reference_name(args.target)
+    with store.locked():
+        image = catalog.resolve(args.source)
+        catalog.name(catalog.descriptor(image), name)
+
+
+def cmd_rmi(store: Store, args: argparse.Namespace) -> None:
+    catalog = Catalog(store)
+    in_use = mounted_images(store)
+    with store.locked():
+        for ref in args.refs:
+            image = catalog.resolve(ref)
+            if image.id in in_use:
+                raise Busy(f"image {ref} is mounted at {in_use[image.id]}: umount it first")
+            named = reference_name(ref) if _is_name(ref, image) else None
+            if named and len(image.names) > 1:
+                catalog.untag(image, named)
+                print(f"Untagged: {named}")
+                continue
+            if len(image.names) > 1 and not args.force:
+                raise LayerfsError(f"image {ref} has several names ({', '.join(image.names)}): "
+                                   "remove them one by one, or use --force")
+            catalog.remove(image)
+            for name in image.names:
+                print(f"Untagged: {name}")
+            print(f"Deleted: {image.id}")
+        freed, live_layers = catalog.collect_garbage()
+        prune_tree_cache(store, live_layers)
+    if freed:
+        print(f"Reclaimed {human_size(freed)}", file=sys.stderr)
+
+
+def _is_name(ref: str, image: Image) -> bool:
+    try:
+        return reference_name(ref) in image.names
+    except LayerfsError:
+        return False
+
+
+def cmd_mount(store: Store, args: argparse.Namespace) -> None:
+    mountpoint = check_mountpoint(Path(args.mountpoint))
+    image = Catalog(store).resolve(args.ref)
+    tree = merged_tree(store, image.diff_ids)
+    name = args.ref if args.ref in image.names else _display_name(image)
+    if not args.foreground:
+        pid = mount(store, tree, mountpoint, name, image.id, foreground=False)
+        print(f"Mounted {name} at {mountpoint} (read-only, pid {pid})")
+        return
+    print(f"Serving {name} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
+    mount(store, tree, mountpoint, name, image.id, foreground=True)
+
+
+def cmd_umount(store: Store, args: argparse.Namespace) -> None:
+    unmount(store, Path(args.mountpoint))
+
+
+def cmd_mounts(store: Store, args: argparse.Namespace) -> None:
+    records = live_mounts(store)
+    if args.json:
+        print_json([r.to_json() for r in records])
+        return
+    table(["MOUNTPOINT", "IMAGE", "IMAGE ID", "PID"],
+          [[r.mountpoint, r.image, r.id.split(":", 1)[1][:12], str(r.pid)] for r in records])
+

@@ -1,0 +1,109 @@
+"""`layerfs`: the argument parser, and the one place errors become a line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from layerfs.errors import EXIT_BUSY, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_USAGE, LayerfsError
+
+EPILOG = f"""\
+exit codes: 0 success; {EXIT_ERROR} error (bad input, failure); {EXIT_USAGE} usage error;
+{EXIT_NOT_FOUND} unknown reference or missing file; {EXIT_BUSY} busy or in use.
+
+The store is an OCI image layout, so skopeo and umoci can read it:
+  skopeo inspect oci:$LAYERFS_ROOT:NAME:TAG
+"""
+
+SOURCES = """\
+SOURCE is TRANSPORT:DETAILS, as skopeo writes it:
+  oci:DIR[:REF]             an OCI image layout directory (REF: its ref.name)
+  oci-archive:FILE[:REF]    a tar of an OCI image layout
+  docker-archive:FILE       a `docker save` archive (old and Docker 25+ layouts)
+  dir:ROOTFS                a root filesystem directory, as a one-layer image
+  tar:FILE                  a root filesystem tarball (plain, gzip or zstd), one layer
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from layerfs.cli import commands as c
+
+    parser = argparse.ArgumentParser(
+        prog="layerfs", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Container images as layered union filesystems, rootless.")
+    parser.add_argument("--root", metavar="DIR", type=Path,
+                        help="the store (default: $LAYERFS_ROOT, else /var/lib/layerfs for root, "
+                             "${XDG_DATA_HOME:-~/.local/share}/layerfs for other users)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func, help: str, description: str | None = None) -> argparse.ArgumentParser:  # noqa: A002, ANN001
+        p = sub.add_parser(name, help=help, description=description or help,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("import", c.cmd_import, "import an image into the store",
+                "Import an image into the store, verifying every digest.\n\n" + SOURCES)
+    p.add_argument("source", metavar="SOURCE", help="where the image is (see above)")
+    p.add_argument("name", metavar="NAME[:TAG]", nargs="?",
+                   help="the name to give it (default: the source's own name, if it has one)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; print only the image id")
+
+    p = command("images", c.cmd_images, "list the images in the store")
+    p.add_argument("--json", action="store_true", help="print a JSON list (id, digest, names, created, size)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the short image ids")
+
+    p = command("inspect", c.cmd_inspect, "show an image's manifest, config and layers")
+    p.add_argument("ref", metavar="REF", help="name[:tag], name@sha256:DIGEST, or an image id (prefix)")
+    p.add_argument("--json", action="store_true", help="print manifest, config and layers as JSON")
+
+    p = command("tag", c.cmd_tag, "give an image another name")
+    p.add_argument("source", metavar="SOURCE_REF", help="the image, by name, digest or id")
+    p.add_argument("target", metavar="NAME[:TAG]", help="the new name; it moves if another image had it")
+
+    p = command("rmi", c.cmd_rmi, "remove image names, and images left without a name",
+                "Remove image names. An image left with no name is removed, and the blobs and\n"
+                "unpacked layers no other image uses are reclaimed.")
+    p.add_argument("refs", metavar="REF", nargs="+", help="name[:tag], name@sha256:DIGEST or image id")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove an image given by id even if it has several names")
+
+    p = command("mount", c.cmd_mount, "mount an image read-only at a directory",
+                "Mount an image read-only, rootless or as root. Returns once the mount is live;\n"
+                "a daemon serves it until `layerfs umount`.")
+    p.add_argument("ref", metavar="REF", help="the image, by name, digest or id")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing, empty directory")
+    p.add_argument("--foreground", action="store_true",
+                   help="serve from this process until Ctrl-C or umount, instead of a daemon")
+
+    p = command("umount", c.cmd_umount, "unmount a layerfs mount")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="where the image is mounted")
+
+    p = command("mounts", c.cmd_mounts, "list the live mounts of this store")
+    p.add_argument("--json", action="store_true", help="print a JSON list (mountpoint, image, id, pid)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from layerfs.store.layout import Store, default_root
+
+    args = _parser().parse_args(argv)
+    store = Store(args.root or default_root())
+    try:
+        args.func(store, args)
+    except LayerfsError as e:
+        print(f"layerfs: error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("layerfs: error: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"layerfs: error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Images: manifests and configs, `name:tag` references, import from other formats."""

@@ -1,0 +1,45 @@
+"""Import sources named skopeo-style: `TRANSPORT:DETAILS`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from layerfs.errors import BadInput, NotFound
+from layerfs.image.source import DirFiles, SourceImage, TarFiles
+from layerfs.image.transports.docker_archive import docker_archive_source
+from layerfs.image.transports.oci import oci_source
+from layerfs.image.transports.rootfs import dir_source, tar_source
+
+TRANSPORTS = ("oci", "oci-archive", "docker-archive", "dir", "tar")
+
+
+def _split_ref(details: str) -> tuple[Path, str | None]:
+    """`PATH[:REF]`, split at the first colon as skopeo does."""
+    path, sep, ref = details.partition(":")
+    return Path(path), (ref if sep else None)
+
+
+def open_source(text: str) -> SourceImage:
+    """Turn a SOURCE argument into a SourceImage, or fail with one clear line."""
+    transport, sep, details = text.partition(":")
+    if not sep or transport not in TRANSPORTS:
+        raise BadInput(f"unknown source {text!r}: use one of "
+                       + ", ".join(f"{t}:..." for t in TRANSPORTS))
+    if not details:
+        raise BadInput(f"source {text!r} names no path")
+    if transport in ("dir", "tar"):
+        path = Path(details)
+        if not path.exists():
+            raise NotFound(f"{path} does not exist")
+        return dir_source(path) if transport == "dir" else tar_source(path)
+    path, ref = _split_ref(details)
+    if not path.exists():
+        raise NotFound(f"{path} does not exist")
+    if transport == "oci":
+        if not path.is_dir():
+            raise BadInput(f"{path} is not a directory (oci: takes an OCI layout directory)")
+        return oci_source(DirFiles(path), ref)
+    files = TarFiles(path)
+    if transport == "oci-archive":
+        return oci_source(files, ref)
+    return docker_archive_source(files, ref)

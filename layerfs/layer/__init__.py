@@ -1,0 +1,1 @@
+"""Layers: unpack a layer tar into payload files plus a metadata index."""

@@ -1,0 +1,101 @@
+"""Layers in the store: unpacked once per diff_id, shared by every image that uses them.
+
+`stage` is the one way a layer enters the store. It reads the compressed blob
+once: the bytes are hashed (digest) and copied to scratch space, decompressed,
+hashed again (diff_id) and unpacked, all as they stream. Both digests are checked
+before `publish` renames anything into place, and an importer publishes only
+when every layer of the image has been staged, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerfs.layer.compression import decompressed, sniff
+from layerfs.layer.index import LayerIndex
+from layerfs.layer.unpack import unpack
+from layerfs.store.digest import HashingReader, Readable, verify
+from layerfs.store.layout import Store
+
+INDEX_NAME = "index.json"
+
+
+def layer_dir(store: Store, diff_id: str) -> Path:
+    return store.layers / diff_id.split(":", 1)[1]
+
+
+def is_unpacked(store: Store, diff_id: str) -> bool:
+    return (layer_dir(store, diff_id) / INDEX_NAME).exists()
+
+
+def load_index(store: Store, diff_id: str) -> LayerIndex:
+    return LayerIndex.load(layer_dir(store, diff_id) / INDEX_NAME)
+
+
+def unpacked_size(store: Store, diff_id: str) -> int:
+    """Bytes of file content the layer holds (0 if it is not unpacked)."""
+    try:
+        return int((layer_dir(store, diff_id) / "size").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+@dataclass
+class StagedLayer:
+    """A verified layer waiting in scratch space; `blob`/`unpacked` are None if already stored."""
+
+    digest: str
+    diff_id: str
+    size: int
+    compression: str
+    blob: Path | None
+    unpacked: Path | None
+
+    def publish(self, store: Store) -> None:
+        if self.blob is not None:
+            store.adopt_blob(self.blob, self.digest)
+        if self.unpacked is not None and not is_unpacked(store, self.diff_id):
+            target = layer_dir(store, self.diff_id)
+            if target.exists():  # no index inside: debris of an older crash
+                os.rename(target, self.unpacked.parent / f"stale-{os.urandom(6).hex()}")
+            os.rename(self.unpacked, target)
+
+
+def stage(store: Store, scratch: Path, open_blob: Callable[[], Readable], *,
+          digest: str | None, diff_id: str | None, what: str,
+          on_read: Callable[[int], None] | None = None) -> StagedLayer:
+    """Read, verify and unpack one layer blob into `scratch`.
+
+    `digest` and `diff_id` are what the image claims (None where the source makes
+    no claim, as for a plain tarball); a mismatch raises BadInput.
+    """
+    have_blob = digest is not None and store.has_blob(digest)
+    have_layer = diff_id is not None and is_unpacked(store, diff_id)
+    if have_blob and have_layer:
+        with store.open_blob(digest) as f:  # type: ignore[arg-type]
+            compression = sniff(f.read(4))
+        size = store.blob_path(digest).stat().st_size  # type: ignore[arg-type]
+        return StagedLayer(digest, diff_id, size, compression, None, None)  # type: ignore[arg-type]
+    tag = os.urandom(6).hex()
+    blob_tmp = None if have_blob else scratch / f"blob-{tag}"
+    work = None if have_layer else scratch / f"layer-{tag}"
+    source = store.open_blob(digest) if have_blob else open_blob()  # type: ignore[arg-type]
+    try:
+        with open(blob_tmp, "wb") if blob_tmp else open(os.devnull, "wb") as sink:
+            raw = HashingReader(source, sink if blob_tmp else None, on_read)
+            tar_stream, compression = decompressed(raw, what)
+            plain = HashingReader(tar_stream)
+            if work is not None:
+                unpack(plain, work, what)
+            plain.drain()
+            raw.drain()
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    verify(what, digest, raw.digest)
+    verify(f"{what} (uncompressed)", diff_id, plain.digest)
+    return StagedLayer(raw.digest, plain.digest, raw.size, compression, blob_tmp, work)

@@ -1,0 +1,1 @@
+"""The union filesystem: a merged tree of layers served over FUSE."""

@@ -1,0 +1,168 @@
+"""Mount a merged tree and serve it: in the foreground, or as a daemon that outlives the CLI.
+
+`layerfs mount` must return only once the mount is live, and fail with one clear
+line if it cannot be. So everything that can be checked is checked before the
+fork (mount point, /dev/fuse, the tree itself); the daemon then mounts and
+reports "ok" or the reason through a pipe, and the CLI waits for that word.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
+from layerfs.store.layout import Store
+from layerfs.union.mounts import FSTYPE, MountRecord, drop_record, live_mounts, mount_table, save_record
+from layerfs.union.tree import MergedTree
+
+
+def check_mountpoint(path: Path) -> Path:
+    """The absolute mount point, if it exists, is a directory and is not mounted on already."""
+    if not path.exists():
+        raise NotFound(f"mount point {path} does not exist: create the directory first")
+    if not path.is_dir():
+        raise BadInput(f"mount point {path} is not a directory")
+    resolved = path.resolve()
+    if str(resolved) in mount_table():
+        raise Busy(f"{resolved} is already a mount point: unmount it or choose another directory")
+    return resolved
+
+
+def check_fuse() -> None:
+    """Fail early, in words, where libfuse would only print "fuse: failed to open /dev/fuse"."""
+    if not os.path.exists("/dev/fuse"):
+        raise LayerfsError("FUSE is not available: /dev/fuse is missing (load the fuse kernel module)")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise LayerfsError("cannot open /dev/fuse: permission denied (as root: chmod 0666 /dev/fuse)")
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        raise LayerfsError("fusermount3 is missing: install the fuse3 package to mount without root")
+
+
+def _serve(tree: MergedTree, mountpoint: Path, fsname: str, on_mounted) -> int:  # noqa: ANN001
+    """Mount, call `on_mounted(error or None)`, serve until unmounted or signalled."""
+    import pyfuse3
+    import trio
+
+    from layerfs.union.readonly import ReadOnlyOperations
+
+    options = {f"fsname={fsname}", "subtype=layerfs", "ro"}
+    with tempfile.TemporaryFile() as libfuse_messages:
+        saved_stderr = os.dup(2)
+        os.dup2(libfuse_messages.fileno(), 2)
+        try:
+            pyfuse3.init(ReadOnlyOperations(tree), str(mountpoint), options)
+        except RuntimeError:
+            libfuse_messages.seek(0)
+            said = libfuse_messages.read().decode(errors="replace").strip().splitlines()
+            on_mounted(f"cannot mount {mountpoint}: {said[-1] if said else 'libfuse refused'}")
+            return 1
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+    still_mounted = True
+
+    async def main() -> None:
+        nonlocal still_mounted
+        async with trio.open_nursery() as nursery:
+            async def stop_on_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+            nursery.start_soon(stop_on_signal)
+            await pyfuse3.main()
+            still_mounted = False  # main() returns by itself only once the kernel unmounted us
+            nursery.cancel_scope.cancel()
+
+    try:
+        on_mounted(None)
+        trio.run(main)
+    finally:
+        pyfuse3.close(unmount=still_mounted)
+    return 0
+
+
+def mount(store: Store, tree: MergedTree, mountpoint: Path, image: str, image_id: str,
+          foreground: bool) -> int:
+    """Mount `tree` at `mountpoint`; return the serving process's pid once the mount is live."""
+    check_fuse()
+    fsname = "layerfs:" + image
+
+    def record(pid: int) -> None:
+        save_record(store, MountRecord(str(mountpoint), image, image_id, pid))
+
+    if foreground:
+        def on_mounted(error: str | None) -> None:
+            if error:
+                raise LayerfsError(error)
+            record(os.getpid())
+        try:
+            return _serve(tree, mountpoint, fsname, on_mounted)
+        finally:
+            drop_record(store, str(mountpoint))
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(read_end)
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        code = 1
+
+        def report(error: str | None) -> None:
+            if error is None:
+                record(os.getpid())
+            os.write(write_end, (error or "ok").encode() + b"\n")
+            os.close(write_end)
+        try:
+            code = _serve(tree, mountpoint, fsname, report)
+        except BaseException as e:  # noqa: BLE001 - a daemon has nobody else to tell
+            try:
+                report(f"mount daemon failed: {e}")
+            except OSError:
+                pass
+        finally:
+            drop_record(store, str(mountpoint))
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.readline().decode(errors="replace").strip()
+    if answer != "ok":
+        os.waitpid(pid, 0)
+        raise LayerfsError(answer or f"the mount daemon for {mountpoint} died before mounting")
+    return pid
+
+
+def unmount(store: Store, path: Path, timeout: float = 10.0) -> None:
+    """Unmount a layerfs mount and wait for its daemon to finish."""
+    mountpoint = str(path.resolve()) if path.exists() else os.path.abspath(path)
+    if mount_table().get(mountpoint) != FSTYPE:
+        raise NotFound(f"{mountpoint} is not a layerfs mount (see `layerfs mounts`)")
+    pid = next((r.pid for r in live_mounts(store) if r.mountpoint == mountpoint), None)
+    done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        if any("busy" in line.lower() for line in said):
+            raise Busy(f"{mountpoint} is busy: close the files and shells using it, then umount again")
+        raise LayerfsError(f"cannot unmount {mountpoint}: {said[-1] if said else 'fusermount3 failed'}")
+    deadline = time.monotonic() + timeout
+    while pid is not None and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    drop_record(store, mountpoint)
+
+
+def mounted_images(store: Store) -> dict[str, str]:
+    """image id -> a mount point using it, for refusing to remove images in use."""
+    return {r.id: r.mountpoint for r in live_mounts(store)}
+

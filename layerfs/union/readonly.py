@@ -1,0 +1,187 @@
+"""FUSE operations serving a merged tree read-only.
+
+Speed comes from letting the kernel answer: image layers never change under a
+mount, so entries, attributes and negative lookups are cached for as long as
+the kernel will keep them, readdir hands attributes over with the names
+(readdirplus, so `ls -l` and `find` cost no lookups), page caches survive
+close/open (keep_cache), and reads return memoryviews over an mmap of the
+payload file instead of copies. Each attribute object is built once per inode.
+
+Permissions are deliberately not enforced (no `default_permissions`): without
+allow_other only the mounting user can enter the mount, and that user may read
+every file of an image it owns even where the image says root-only mode 0600.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+
+import pyfuse3
+
+from layerfs.layer.index import DIRECTORY, REGULAR
+from layerfs.union.tree import MergedTree, Node
+
+FOREVER = 1e9  # seconds; what fuse-overlayfs uses for "never changes"
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+def _attributes(node: Node) -> pyfuse3.EntryAttributes:
+    attr = pyfuse3.EntryAttributes()
+    attr.st_ino = node.ino
+    attr.generation = 0
+    attr.entry_timeout = FOREVER
+    attr.attr_timeout = FOREVER
+    attr.st_mode = node.st_mode
+    attr.st_nlink = node.nlink
+    attr.st_uid = node.uid
+    attr.st_gid = node.gid
+    attr.st_rdev = node.rdev
+    attr.st_size = len(node.target) if node.target else node.size
+    attr.st_blksize = 4096
+    attr.st_blocks = (node.size + 511) // 512
+    attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ns
+    return attr
+
+
+class _Mapped:
+    """One payload file mapped into memory, shared by every open of the same inode."""
+
+    __slots__ = ("map", "view", "opens")
+
+    def __init__(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self.map.madvise(mmap.MADV_SEQUENTIAL)
+        self.view = memoryview(self.map)
+        self.opens = 0
+
+    def close(self) -> None:
+        self.view.release()
+        try:
+            self.map.close()
+        except BufferError:
+            pass  # a reply still holds a slice; the map goes when that does
+
+
+class ReadOnlyOperations(pyfuse3.Operations):
+    def __init__(self, tree: MergedTree) -> None:
+        super().__init__()
+        self.tree = tree
+        self.nodes = tree.nodes
+        self.mapped: dict[int, _Mapped] = {}
+        negative = pyfuse3.EntryAttributes()
+        negative.st_ino = 0
+        negative.entry_timeout = FOREVER
+        self.negative = negative
+        self.listings: dict[int, list[tuple[bytes, Node]]] = {}
+
+    def attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        cached = node.cache
+        if cached is None:
+            cached = node.cache = _attributes(node)
+        return cached  # type: ignore[return-value]
+
+    def node(self, inode: int) -> Node:
+        try:
+            node = self.nodes[inode]
+        except IndexError:
+            node = None
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self.node(parent_inode)
+        if name == b".":
+            return self.attr(parent)
+        if name == b"..":
+            return self.attr(parent.parent or parent)
+        child = parent.children.get(name) if parent.children is not None else None
+        if child is None:
+            return self.negative  # cached by the kernel like a positive entry
+        return self.attr(child)
+
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.attr(self.node(inode))
+
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self.node(inode)
+        if not node.target:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return node.target
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self.node(inode)
+        if node.kind != DIRECTORY:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        listing = self.listings.get(fh)
+        if listing is None:
+            # The tree never changes, so one listing per directory serves every stream.
+            node = self.nodes[fh]
+            listing = [(b".", node), (b"..", node.parent or node), *node.children.items()]  # type: ignore[union-attr]
+            self.listings[fh] = listing
+        for position in range(start_id, len(listing)):
+            name, child = listing[position]
+            if not pyfuse3.readdir_reply(token, name, self.attr(child), position + 1):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        pass
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = self.node(inode)
+        if node.kind != REGULAR:
+            raise pyfuse3.FUSEError(errno.EISDIR if node.kind == DIRECTORY else errno.ENXIO)
+        if node.payload:
+            mapped = self.mapped.get(inode)
+            if mapped is None:
+                try:
+                    mapped = self.mapped[inode] = _Mapped(node.payload)
+                except OSError as e:
+                    raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+            mapped.opens += 1
+        return pyfuse3.FileInfo(fh=inode, keep_cache=True)
+
+    async def read(self, fh: int, off: int, size: int) -> memoryview | bytes:
+        mapped = self.mapped.get(fh)
+        if mapped is None:
+            return b""
+        return mapped.view[off:off + size]
+
+    async def release(self, fh: int) -> None:
+        mapped = self.mapped.get(fh)
+        if mapped is not None:
+            mapped.opens -= 1
+            if mapped.opens == 0:
+                del self.mapped[fh]
+                mapped.close()
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        xattrs = self.node(inode).xattrs
+        if not xattrs or name not in xattrs:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return xattrs[name]
+
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return list(self.node(inode).xattrs or ())
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        stats = pyfuse3.StatvfsData()
+        used = sum(n.size for n in self.nodes[1:] if n is not None and n.kind == REGULAR)
+        stats.f_bsize = stats.f_frsize = 4096
+        stats.f_blocks = (used + 4095) // 4096
+        stats.f_bfree = stats.f_bavail = 0
+        stats.f_files = len(self.nodes) - 1
+        stats.f_ffree = stats.f_favail = 0
+        stats.f_namemax = 255
+        return stats

@@ -1,0 +1,162 @@
+"""Shared fixtures: run the real `layerfs` command as root and as an unprivileged user.
+
+Every test that touches the CLI goes through `Layerfs.run`, so the same test body
+exercises the rootful and the rootless path (the `lfs` fixture is parametrized).
+Scratch space lives under /tmp (not pytest's tmp_path, which is private to root)
+and belongs to the user the commands run as.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+TEST_USER = "layerfs-test"
+LAYERFS_BIN = str(Path(sys.executable).parent / "layerfs")
+
+
+def fuse_mounts_under(prefix: Path) -> list[str]:
+    """Mount points below `prefix`, deepest first, so they can be unmounted in order."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mountpoint = line.split()[4].encode().decode("unicode_escape")
+            if mountpoint.startswith(str(prefix) + "/"):
+                found.append(mountpoint)
+    return sorted(found, key=len, reverse=True)
+
+
+@dataclass
+class Layerfs:
+    """One identity (root or the test user) with its own store and scratch directory."""
+
+    user: str | None
+    workdir: Path
+    root: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = self.workdir / "store"
+
+    @property
+    def rootless(self) -> bool:
+        return self.user is not None
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """Prefix a command line so that it runs as this identity."""
+        if self.user is None:
+            return argv
+        return ["runuser", "-u", self.user, "--", *argv]
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LAYERFS")}
+        if self.user is not None:
+            pw = pwd.getpwnam(self.user)
+            env.update(HOME=pw.pw_dir, USER=self.user, LOGNAME=self.user)
+            env.pop("XDG_DATA_HOME", None)
+            env.pop("XDG_RUNTIME_DIR", None)
+        return env
+
+    def sh(self, argv: list[str], *, check: bool = True, input: bytes | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+        """Run any command as this identity, capturing bytes output."""
+        proc = subprocess.run(self.wrap(argv), input=input, capture_output=True,
+                              timeout=timeout, env=self.env(), cwd=self.workdir)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{argv!r} exited {proc.returncode}\nstdout: {proc.stdout.decode(errors='replace')}"
+                f"\nstderr: {proc.stderr.decode(errors='replace')}")
+        return proc
+
+    def run(self, *args: str, check: bool = True, input: bytes | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run `layerfs --root STORE ARGS...` as this identity; text output."""
+        proc = self.sh([LAYERFS_BIN, "--root", str(self.root), *args], check=check,
+                       input=input, timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode,
+                                           proc.stdout.decode(errors="replace"),
+                                           proc.stderr.decode(errors="replace"))
+
+    def mkdir(self, name: str) -> Path:
+        """A fresh directory in the scratch area, owned by this identity."""
+        path = self.workdir / name
+        path.mkdir(parents=True)
+        self.give(path)
+        return path
+
+    def give(self, path: Path) -> None:
+        """Hand a file or tree made by the test (as root) over to this identity."""
+        if self.user is None:
+            return
+        pw = pwd.getpwnam(self.user)
+        subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(path)], check=True)
+
+    def store_snapshot(self) -> dict[str, tuple[int, int]]:
+        """Every file under the store with (size, mtime_ns): to prove a failure changed nothing."""
+        snap: dict[str, tuple[int, int]] = {}
+        if not self.root.exists():
+            return snap
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            if rel.split(os.sep)[0] in ("tmp", "mounts", "cache"):
+                continue
+            for name in filenames:
+                st = os.lstat(os.path.join(dirpath, name))
+                snap[os.path.join(rel, name)] = (st.st_size, st.st_mtime_ns)
+        return snap
+
+    def cleanup(self) -> None:
+        for mountpoint in fuse_mounts_under(self.workdir):
+            subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _make(user: str | None) -> Layerfs:
+    workdir = Path(tempfile.mkdtemp(prefix="layerfs-test-", dir="/tmp"))
+    os.chmod(workdir, 0o755)
+    lfs = Layerfs(user=user, workdir=workdir)
+    lfs.give(workdir)
+    return lfs
+
+
+def _require_test_user() -> None:
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        pytest.skip(f"test user {TEST_USER} missing: run scripts/test, which creates it")
+
+
+@pytest.fixture(params=["root", "rootless"])
+def lfs(request: pytest.FixtureRequest) -> Iterator[Layerfs]:
+    """The layerfs CLI as root and as the unprivileged test user."""
+    user = None if request.param == "root" else TEST_USER
+    if user:
+        _require_test_user()
+    obj = _make(user)
+    yield obj
+    obj.cleanup()
+
+
+@pytest.fixture
+def lfs_root() -> Iterator[Layerfs]:
+    """The layerfs CLI as root only (for tests that need kernel overlayfs as an oracle)."""
+    obj = _make(None)
+    yield obj
+    obj.cleanup()
+
+
+@pytest.fixture
+def lfs_user() -> Iterator[Layerfs]:
+    """The layerfs CLI as the unprivileged test user only."""
+    _require_test_user()
+    obj = _make(TEST_USER)
+    yield obj
+    obj.cleanup()
