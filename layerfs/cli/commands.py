@@ -27,11 +27,11 @@ def _display_name(image: Image) -> str:
 def cmd_import(store: Store, args: argparse.Namespace) -> None:
     source = open_source(args.source)
     with progress_for_terminal(args.quiet) as progress:
-        image = import_image(store, source, args.name, progress)
+        image, name = import_image(store, source, args.name, progress)
     if args.quiet:
         print(image.id)
     else:
-        print(f"Loaded image: {_display_name(image)} ({image.id})")
+        print(f"Loaded image: {name or image.short_id} ({image.id})")
 
 
 def _image_json(catalog: Catalog, image: Image) -> dict[str, Any]:

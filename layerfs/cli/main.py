@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from layerfs.errors import EXIT_BUSY, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_USAGE, LayerfsError
 
@@ -26,10 +27,17 @@ SOURCE is TRANSPORT:DETAILS, as skopeo writes it:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too, like every other error, pointing at --help."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"layerfs: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from layerfs.cli import commands as c
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="layerfs", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Container images as layered union filesystems, rootless.")
     parser.add_argument("--root", metavar="DIR", type=Path,

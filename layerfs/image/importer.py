@@ -57,8 +57,11 @@ def _stage_all(store: Store, scratch: Path, source: SourceImage, progress: Progr
     return staged
 
 
-def import_image(store: Store, source: SourceImage, name: str | None, progress: Progress) -> Image:
-    """Import `source` under `name` (or the source's own name, or none) and return the image."""
+def import_image(store: Store, source: SourceImage, name: str | None,
+                 progress: Progress) -> tuple[Image, str | None]:
+    """Import `source` under `name` (or the source's own name, or none).
+
+    Returns the image and the name it was given (None if it has none)."""
     name = reference_name(name) if name else (reference_name(source.name) if source.name else None)
     catalog = Catalog(store)
     try:
@@ -76,4 +79,4 @@ def import_image(store: Store, source: SourceImage, name: str | None, progress: 
             catalog.name(Descriptor(media_type, manifest_digest, len(manifest)), name)
     finally:
         source.close()
-    return catalog.resolve(manifest_digest)
+    return catalog.resolve(manifest_digest), name

@@ -41,9 +41,12 @@ def default_root() -> Path:
     return Path(data_home) / "layerfs"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, never a mix.
+
+    The temporary file lives in `scratch` (same filesystem) when given, so that a
+    writer killed midway leaves debris only where the store cleans it up."""
+    fd, tmp = tempfile.mkstemp(dir=scratch or path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -132,7 +135,7 @@ class Store:
         digest = sha256_of(data)
         verify("blob", expected, digest)
         if not self.has_blob(digest):
-            write_atomic(self.blob_path(digest), data)
+            write_atomic(self.blob_path(digest), data, self.tmp)
         return digest
 
     def adopt_blob(self, staged: Path, digest: str) -> None:
@@ -156,4 +159,4 @@ class Store:
 
     def write_index(self, index: dict[str, Any]) -> None:
         """Publish the list of images: the single commit point of every store change."""
-        write_atomic(self.index_path, json.dumps(index, indent=2).encode())
+        write_atomic(self.index_path, json.dumps(index, indent=2).encode(), self.tmp)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+from collections.abc import Iterator
 
 from layerfs.errors import LayerfsError
 from layerfs.layer.stored import is_unpacked, layer_dir, load_index
@@ -12,7 +15,26 @@ from layerfs.union.tree import MergedTree, cached_diff_ids, chain_key, load_cach
 TREES = "trees"
 
 
+@contextlib.contextmanager
+def _no_gc_while_building() -> Iterator[None]:
+    """A tree is ~100k long-lived objects: collecting while creating them only costs time,
+    and once built they live as long as the mount, so they go to the permanent generation."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
 def merged_tree(store: Store, diff_ids: list[str]) -> MergedTree:
+    with _no_gc_while_building():
+        return _merged_tree(store, diff_ids)
+
+
+def _merged_tree(store: Store, diff_ids: list[str]) -> MergedTree:
     cache_dir = store.cache / TREES
     path = cache_dir / chain_key(store.root, diff_ids)
     tree = load_cached(path)

@@ -24,6 +24,8 @@ from layerfs.layer.index import DIRECTORY, REGULAR
 from layerfs.union.tree import MergedTree, Node
 
 FOREVER = 1e9  # seconds; what fuse-overlayfs uses for "never changes"
+# Whether this pyfuse3 lets opendir ask the kernel to cache listings (scripts/patches adds it).
+CAN_CACHE_READDIR = hasattr(pyfuse3.FileInfo(), "cache_readdir")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -115,10 +117,13 @@ class ReadOnlyOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         return node.target
 
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int | pyfuse3.FileInfo:
         node = self.node(inode)
         if node.kind != DIRECTORY:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+        if CAN_CACHE_READDIR:
+            # Listings never change: the kernel keeps them and serves later readdirs itself.
+            return pyfuse3.FileInfo(fh=inode, keep_cache=True, cache_readdir=True)
         return inode
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:

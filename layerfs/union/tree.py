@@ -70,7 +70,9 @@ class Node:
 
 def _node_from_entry(entry: Entry, files_dir: str) -> Node:
     xattrs = {k.encode("utf-8", "surrogateescape"): v for k, v in entry.xattrs.items()} if entry.xattrs else None
-    return Node(entry.kind, entry.mode, entry.uid, entry.gid, entry.size, entry.mtime_ns, entry.rdev,
+    # Linux shows every symlink as 0777 whatever the tar header says (overlayfs and umoci agree).
+    mode = 0o777 if entry.kind == SYMLINK else entry.mode
+    return Node(entry.kind, mode, entry.uid, entry.gid, entry.size, entry.mtime_ns, entry.rdev,
                 xattrs, os.fsencode(entry.target) if entry.kind == SYMLINK else b"",
                 os.path.join(files_dir, entry.payload) if entry.payload else "")
 
