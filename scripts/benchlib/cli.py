@@ -1,0 +1,233 @@
+"""`scripts/bench`: argument parsing and the run from image build to report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import mounts
+from .filesystems import DEFAULT_LAYERFS, Filesystem, all_filesystems
+from .imagebuild import BenchImage, CachePaths, ensure_images
+from .report import any_failed, render_json, render_table
+from .util import DEFAULT_CACHE, BenchError, format_duration, log
+from .workloads import GROUPS, TAR_SUBTREE, Env, Results, run_benchmark
+
+FS_NAMES = ["kernel", "fuse-overlayfs", "layerfs"]
+
+DESCRIPTION = """\
+Time read-only workloads on kernel overlayfs, fuse-overlayfs and layerfs, all
+mounting the same images, and check layerfs against the targets: every
+workload <= 1.0x fuse-overlayfs, warm workloads <= 1.5x kernel overlayfs, a
+100-layer walk <= 1.1x the 3-layer walk. Runs as root. The images (Debian
+bookworm minbase + python3 + a 1 GiB file, and the same tree in 100 layers)
+are built on first use and cached under the cache directory (about a minute
+with a fast Debian mirror; 5 GB, plus 5 GB for the layerfs bench store)."""
+
+EPILOG = f"""\
+workloads (for --only):
+  walk     stat every entry with `find MP -ls`, cold and warm; daemon RSS after it
+  read     read the 1 GiB file with dd bs=1M, cold and warm
+  tar      `tar cf - -C MP {TAR_SUBTREE} | cat`, cold and warm
+  mount    time from the mount command's start until `ls MP` answers
+  walk100  the walk on the 100-layer image (and its ratio to the 3-layer walk)
+
+cold = fresh mount, then `sync; echo 3 > /proc/sys/vm/drop_caches`;
+warm = the same command again right after, on the same mount (best of 3).
+Exit status: 0 done (1 with --check if a target FAILs), 1 error, 130 interrupted."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--reps", type=int, default=3, metavar="N",
+                        help="repetitions per figure; the median is reported (default 3)")
+    parser.add_argument("--only", action="append", metavar="WORKLOAD",
+                        help="run only these workloads (repeat or comma-separate): " + ", ".join(GROUPS))
+    parser.add_argument("--fs", action="append", metavar="NAME",
+                        help="run only these filesystems (repeat or comma-separate): " + ", ".join(FS_NAMES))
+    parser.add_argument("--json", action="store_true", help="print machine-readable results instead of the table")
+    parser.add_argument("--check", action="store_true", help="exit 1 when any target FAILs")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                        help=f"where images, the layerfs store and mount points live (default {DEFAULT_CACHE})")
+    parser.add_argument("--layerfs", type=Path, default=Path(os.environ.get("LAYERFS_BIN", DEFAULT_LAYERFS)),
+                        help=f"the layerfs command (default $LAYERFS_BIN or {DEFAULT_LAYERFS})")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the cached images from scratch")
+    parser.add_argument("--build-only", action="store_true", help="build the cached images, then stop")
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    args.only = _split_choices(parser, "--only", args.only, GROUPS)
+    args.fs = _split_choices(parser, "--fs", args.fs, FS_NAMES)
+    return args
+
+
+def _split_choices(parser: argparse.ArgumentParser, flag: str, given: list[str] | None,
+                   choices: list[str]) -> list[str] | None:
+    """Accept `--only walk --only read` and `--only walk,read`; keep canonical order."""
+    if not given:
+        return None
+    picked = {item.strip() for value in given for item in value.split(",") if item.strip()}
+    unknown = picked - set(choices)
+    if unknown:
+        parser.error(f"{flag}: unknown {', '.join(sorted(unknown))} (choose from {', '.join(choices)})")
+    return [c for c in choices if c in picked]
+
+
+def select_filesystems(args: argparse.Namespace, paths: CachePaths, notes: list[str]) -> list[Filesystem]:
+    """The filesystems to run; a missing one is skipped unless asked for by name."""
+    chosen = []
+    for fs in all_filesystems(args.layerfs, paths.store):
+        if args.fs is not None and fs.key not in args.fs:
+            continue
+        reason = fs.unavailable()
+        if reason and args.fs is not None:
+            raise BenchError(f"{fs.key} cannot run: {reason}")
+        if reason:
+            log(f"skipping {fs.key}: {reason}")
+            notes.append(f"note: {fs.key} skipped: {reason}")
+            continue
+        chosen.append(fs)
+    if not chosen:
+        raise BenchError("no filesystem to benchmark")
+    return chosen
+
+
+def _build_note(paths: CachePaths, built_now: dict[str, float]) -> str:
+    if built_now:
+        return f"image build (this run): {format_duration(sum(built_now.values()))}"
+    record = paths.root / "build-times.json"
+    if record.exists():
+        data = json.loads(record.read_text())
+        return f"image build (cached, last built {data['built']}): a full build takes {format_duration(data['total'])}"
+    return "images: cached"
+
+
+def _listing_notes(results: Results, logs: Path) -> list[str]:
+    """Every filesystem must show the same tree; when one does not, say so and keep
+    the listings for `diff`."""
+    notes = []
+    for ref, per_fs in results.listings.items():
+        if len({tuple(lines) for lines in per_fs.values()}) <= 1:
+            continue
+        logs.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for fs, lines in per_fs.items():
+            path = logs / f"listing-{ref.replace(':', '_')}-{fs}.txt"
+            path.write_text("\n".join(lines) + "\n", errors="surrogateescape")
+            saved.append(f"{fs} {len(lines)} entries")
+        notes.append(f"WARNING: the filesystems show different trees for {ref} ({', '.join(saved)}); "
+                     f"listings in {logs}/listing-*.txt")
+    return notes
+
+
+def _prepare_notes(filesystems: list[Filesystem]) -> list[str]:
+    return [
+        f"{fs.key} one-time import: " + ", ".join(f"{ref} {secs:.1f}s" for ref, secs in fs.prepare_seconds.items())
+        for fs in filesystems
+        if fs.prepare_seconds
+    ]
+
+
+def _header(args: argparse.Namespace, results: Results, load: tuple[float, float]) -> list[str]:
+    listings = [lines for per_fs in results.listings.values() for lines in per_fs.values()]
+    shown = f", {len(listings[0])} entries" if listings else ""
+    return [
+        f"layerfs bench: median of {args.reps} rep(s); {os.cpu_count()} CPUs, Linux {platform.release()}",
+        f"images: bench:latest (3 layers{shown}, 1 GiB file), bench100:latest (same tree in 100 layers)",
+        f"1-min load average: {load[0]:.2f} at start, {load[1]:.2f} at end (other work on the machine skews figures)",
+    ]
+
+
+@dataclass
+class Outcome:
+    """What a finished run hands to the report."""
+
+    filesystems: list[Filesystem]
+    groups: list[str]
+    results: Results
+    load: tuple[float, float]
+    notes: list[str]
+
+
+def _prepare(filesystems: list[Filesystem], groups: list[str], images: tuple[BenchImage, BenchImage],
+             results: Results) -> list[Filesystem]:
+    """One-time work per filesystem (layerfs: import); one that fails it is
+    reported as an error in every workload and left out of the runs."""
+    image3, image100 = images
+    runnable = []
+    for fs in filesystems:
+        try:
+            fs.prepare(image3)
+            if "walk100" in groups:
+                fs.prepare(image100)
+        except BenchError as exc:
+            log(f"{fs.key} failed to prepare: {exc}")
+            for group in groups:
+                results.errors.setdefault(group, {})[fs.key] = str(exc)
+            continue
+        runnable.append(fs)
+    return runnable
+
+
+def _run(args: argparse.Namespace, paths: CachePaths) -> Outcome | None:
+    """Build what is missing, then run the workloads (None with --build-only)."""
+    paths.mnt.mkdir(parents=True, exist_ok=True)
+    mounts.remove_stale(paths.mnt)
+    built_now = ensure_images(paths, rebuild=args.rebuild)
+    notes = [_build_note(paths, built_now)]
+    if args.build_only:
+        print(f"images ready under {paths.root}; {notes[0]}")
+        return None
+    filesystems = select_filesystems(args, paths, notes)
+    groups = args.only or GROUPS
+    images = paths.images()
+    results = Results()
+    runnable = _prepare(filesystems, groups, images, results)
+    load_start = os.getloadavg()[0]
+    run_benchmark(runnable, groups, args.reps, Env(*images, paths.mnt, results))
+    return Outcome(filesystems, groups, results, (load_start, os.getloadavg()[0]), notes)
+
+
+def _print_report(args: argparse.Namespace, paths: CachePaths, outcome: Outcome) -> None:
+    results, load = outcome.results, outcome.load
+    ran = [fs.key for fs in outcome.filesystems]
+    notes = list(outcome.notes)
+    notes += _prepare_notes(outcome.filesystems)
+    notes += _listing_notes(results, paths.logs)
+    notes += [f"error: {group} on {fs}: {msg}" for group, by_fs in results.errors.items() for fs, msg in by_fs.items()]
+    notes.append("fo = fuse-overlayfs, k = kernel overlayfs; cold = fresh mount + drop_caches, "
+                 "warm = best of 3 runs of the same command right after, on that mount")
+    if args.json:
+        meta = {"reps": args.reps, "workloads": outcome.groups, "notes": notes, "kernel": platform.release(),
+                "cpus": os.cpu_count(), "loadavg_start": load[0], "loadavg_end": load[1]}
+        print(render_json(results, ran, meta))
+    else:
+        print(render_table(results, ran, _header(args, results, load), notes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: error: run as root (overlay mounts and drop_caches need it)", file=sys.stderr)
+        return 1
+    paths = CachePaths(args.cache)
+    try:
+        with mounts.cleanup_on_exit():
+            outcome = _run(args, paths)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; mounts removed", file=sys.stderr)
+        return 130
+    if outcome is None:
+        return 0
+    _print_report(args, paths, outcome)
+    return 1 if args.check and any_failed(outcome.results) else 0

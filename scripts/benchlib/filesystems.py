@@ -1,0 +1,234 @@
+"""The three contenders, behind one small interface: prepare, mount, daemon pid.
+
+All three mount the same image read-only: kernel overlayfs and fuse-overlayfs
+straight from the overlay-format layer dirs, layerfs from its own store after
+importing the OCI layout written from those same dirs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import mounts
+from .imagebuild import BenchImage
+from .ocilayout import manifest_digest
+from .util import BenchError, log, run
+
+DEFAULT_LAYERFS = Path("/opt/layerfs/venv/bin/layerfs")
+
+
+@dataclass
+class Mounted:
+    """A live mount of one image by one filesystem."""
+
+    mountpoint: Path
+    pid: int | None
+
+    def rss_mib(self) -> float | None:
+        """Resident memory of the serving daemon (None: no daemon, i.e. the kernel)."""
+        if self.pid is None:
+            return None
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise BenchError(f"no VmRSS for pid {self.pid}")
+
+
+def _lowerdir(image: BenchImage) -> tuple[str, Path]:
+    """lowerdir option (top layer first) relative to the layers' common parent.
+
+    Relative names keep the 100-layer option under the kernel's 4 KiB limit
+    for mount options; both kernel overlayfs and fuse-overlayfs resolve them
+    against the working directory of the mount command.
+    """
+    parent = image.layer_dirs[0].parent
+    if any(d.parent != parent for d in image.layer_dirs):
+        raise BenchError(f"layers of {image.ref} are not in one directory")
+    return ":".join(d.name for d in reversed(image.layer_dirs)), parent
+
+
+def _wait_exit(pid: int | None, timeout: float = 10.0) -> None:
+    """A FUSE daemon exits after its unmount; the next fresh mount must not overlap it."""
+    if pid is None:
+        return
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+                return  # a zombie is gone for our purposes
+        except (OSError, IndexError):
+            return
+        time.sleep(0.01)
+
+
+class Filesystem:
+    """Base: subclasses give `key`, the mount and unmount commands and how to find
+    the daemon; the mounting, registration and waiting are shared."""
+
+    key = ""
+
+    def __init__(self) -> None:
+        self.prepare_seconds: dict[str, float] = {}  # image ref -> one-time work done this run
+
+    def unavailable(self) -> str | None:
+        """Why this filesystem cannot run here, or None."""
+        return None
+
+    def prepare(self, image: BenchImage) -> None:
+        """One-time work before any timed mount (import into a store...)."""
+
+    def mount_argv(self, image: BenchImage, mountpoint: Path) -> tuple[list[str], Path | None]:
+        raise NotImplementedError
+
+    def unmount_argv(self, mountpoint: Path) -> list[str]:
+        raise NotImplementedError
+
+    def find_pid(self, mountpoint: Path) -> int | None:
+        return None
+
+    def start_mount(self, image: BenchImage, mountpoint: Path) -> mounts.ActiveMount:
+        """Run the mount command and register the mount: the timed part of `mount → ls`."""
+        argv, cwd = self.mount_argv(image, mountpoint)
+        proc = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            mounts.force_unmount(mountpoint)  # in case it got half way
+            raise BenchError(f"{self.key}: mounting {image.ref} failed: {proc.stderr.strip()[-300:]}")
+        record = mounts.register(mountpoint, lambda: self._unmount(record))
+        return record
+
+    def _unmount(self, record: mounts.ActiveMount) -> None:
+        run(self.unmount_argv(record.mountpoint), quiet=True)
+        _wait_exit(record.pid)
+
+    def attach_pid(self, record: mounts.ActiveMount) -> int | None:
+        """Find the daemon serving a fresh mount (outside any timed region: for
+        layerfs this is one more CLI call)."""
+        try:
+            record.pid = self.find_pid(record.mountpoint)
+        except BaseException:
+            mounts.release(record)
+            raise
+        return record.pid
+
+    @contextmanager
+    def mounted(self, image: BenchImage, mountpoint: Path) -> Iterator[Mounted]:
+        """A fresh mount for the duration of the block; always unmounted after."""
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        if mounts.is_mounted(mountpoint):
+            mounts.force_unmount(mountpoint)
+        record = self.start_mount(image, mountpoint)
+        pid = self.attach_pid(record)
+        try:
+            yield Mounted(mountpoint, pid)
+        finally:
+            mounts.release(record)
+
+
+class KernelOverlay(Filesystem):
+    """Kernel overlayfs, read-only (lower layers only): the speed ceiling."""
+
+    key = "kernel"
+
+    def unavailable(self) -> str | None:
+        if "overlay" not in Path("/proc/filesystems").read_text():
+            return "the kernel has no overlay filesystem"
+        return None
+
+    def mount_argv(self, image: BenchImage, mountpoint: Path) -> tuple[list[str], Path | None]:
+        lowerdir, cwd = _lowerdir(image)
+        return ["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={lowerdir}", str(mountpoint)], cwd
+
+    def unmount_argv(self, mountpoint: Path) -> list[str]:
+        return ["umount", str(mountpoint)]
+
+
+class FuseOverlayfs(Filesystem):
+    """fuse-overlayfs (C, libfuse 3), read-only: the userspace peer to beat."""
+
+    key = "fuse-overlayfs"
+
+    def unavailable(self) -> str | None:
+        return None if shutil.which("fuse-overlayfs") else "fuse-overlayfs is not installed"
+
+    def mount_argv(self, image: BenchImage, mountpoint: Path) -> tuple[list[str], Path | None]:
+        lowerdir, cwd = _lowerdir(image)
+        return ["fuse-overlayfs", "-o", f"ro,lowerdir={lowerdir}", str(mountpoint)], cwd
+
+    def unmount_argv(self, mountpoint: Path) -> list[str]:
+        return ["fusermount3", "-u", str(mountpoint)]
+
+    def find_pid(self, mountpoint: Path) -> int | None:
+        """fuse-overlayfs daemonizes; find it by its command line naming the mount point."""
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and os.path.basename(argv[0]) == b"fuse-overlayfs" and str(mountpoint).encode() in argv:
+                return int(proc.name)
+        raise BenchError(f"cannot find the fuse-overlayfs process serving {mountpoint}")
+
+
+class Layerfs(Filesystem):
+    """layerfs through its CLI contract (docs/cli-contract.md), with a bench store."""
+
+    key = "layerfs"
+
+    def __init__(self, binary: Path, store: Path) -> None:
+        super().__init__()
+        self.binary = binary
+        self.store = store
+
+    def _cli(self, *args: str) -> list[str]:
+        return [str(self.binary), "--root", str(self.store), *args]
+
+    def unavailable(self) -> str | None:
+        if not os.access(self.binary, os.X_OK):
+            return f"{self.binary} does not exist yet"
+        return None
+
+    def prepare(self, image: BenchImage) -> None:
+        """Import the image unless the store already holds this very manifest."""
+        wanted = manifest_digest(image.layout, image.ref)
+        found = run(self._cli("inspect", image.ref, "--json"), capture=True, check=False)
+        if found.returncode == 0:
+            if json.loads(found.stdout).get("digest") == wanted:
+                return
+            log(f"layerfs store holds an older {image.ref}; replacing it")
+            run(self._cli("rmi", image.ref), quiet=True)
+        elif found.returncode != 3:
+            raise BenchError(f"layerfs inspect {image.ref} failed: {found.stderr.strip()}")
+        log(f"importing {image.ref} into {self.store} ...")
+        start = time.monotonic()
+        run(self._cli("import", f"oci:{image.layout}:{image.ref}", image.ref, "-q"), quiet=True)
+        self.prepare_seconds[image.ref] = time.monotonic() - start
+        log(f"imported {image.ref} in {self.prepare_seconds[image.ref]:.1f}s")
+
+    def mount_argv(self, image: BenchImage, mountpoint: Path) -> tuple[list[str], Path | None]:
+        return self._cli("mount", image.name, str(mountpoint)), None
+
+    def unmount_argv(self, mountpoint: Path) -> list[str]:
+        return self._cli("umount", str(mountpoint))
+
+    def find_pid(self, mountpoint: Path) -> int | None:
+        listing = json.loads(run(self._cli("mounts", "--json"), capture=True).stdout)
+        for entry in listing:
+            if os.path.realpath(entry.get("mountpoint", "")) == os.path.realpath(mountpoint):
+                return int(entry["pid"])
+        raise BenchError(f"`layerfs mounts --json` does not list {mountpoint}")
+
+
+def all_filesystems(layerfs_binary: Path, store: Path) -> list[Filesystem]:
+    """Column order of the report: ceiling, peer, ours."""
+    return [KernelOverlay(), FuseOverlayfs(), Layerfs(layerfs_binary, store)]
