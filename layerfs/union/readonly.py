@@ -3,9 +3,10 @@
 Speed comes from letting the kernel answer: image layers never change under a
 mount, so entries, attributes and negative lookups are cached for as long as
 the kernel will keep them, readdir hands attributes over with the names
-(readdirplus, so `ls -l` and `find` cost no lookups), page caches survive
-close/open (keep_cache), and reads return memoryviews over an mmap of the
-payload file instead of copies. Each attribute object is built once per inode.
+(readdirplus, so `ls -l` and `find` cost no lookups), opens and directory opens
+cost no request at all (zero-message open, see ZERO_MESSAGE_OPEN) while page
+caches and listings stay cached, and reads return memoryviews over an mmap of
+the payload file instead of copies. Each attribute object is built once per inode.
 
 Permissions are deliberately not enforced (no `default_permissions`): without
 allow_other only the mounting user can enter the mount, and that user may read
@@ -17,16 +18,21 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+from collections import OrderedDict
 
 import pyfuse3
 
-from layerfs.layer.index import DIRECTORY, REGULAR
+from layerfs.layer.index import REGULAR
 from layerfs.union.tree import MergedTree, Node
 
 FOREVER = 1e9  # seconds; what fuse-overlayfs uses for "never changes"
-# Whether this pyfuse3 lets opendir ask the kernel to cache listings (scripts/patches adds it).
-CAN_CACHE_READDIR = hasattr(pyfuse3.FileInfo(), "cache_readdir")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+MAPPED_FILES = 256  # payload maps kept open between reads (no-open mode has no release)
+# With scripts/patches applied, pyfuse3 passes the inode where the kernel sends file
+# handle 0, so open and opendir can answer ENOSYS: the kernel then sends neither
+# OPEN/RELEASE nor OPENDIR/RELEASEDIR again and keeps page caches and listings
+# (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR), which is right for layers that never change.
+ZERO_MESSAGE_OPEN = getattr(pyfuse3, "NO_OPEN_PASSES_INODE", False)
 
 
 def _attributes(node: Node) -> pyfuse3.EntryAttributes:
@@ -47,35 +53,26 @@ def _attributes(node: Node) -> pyfuse3.EntryAttributes:
     return attr
 
 
-class _Mapped:
-    """One payload file mapped into memory, shared by every open of the same inode."""
-
-    __slots__ = ("map", "view", "opens")
-
-    def __init__(self, path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            self.map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-        finally:
-            os.close(fd)
-        self.map.madvise(mmap.MADV_SEQUENTIAL)
-        self.view = memoryview(self.map)
-        self.opens = 0
-
-    def close(self) -> None:
-        self.view.release()
-        try:
-            self.map.close()
-        except BufferError:
-            pass  # a reply still holds a slice; the map goes when that does
+def _map(path: str) -> memoryview:
+    """A read-only memoryview over a payload file (replies then copy straight from it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mapped = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    mapped.madvise(mmap.MADV_SEQUENTIAL)
+    return memoryview(mapped)
 
 
 class ReadOnlyOperations(pyfuse3.Operations):
+    # Symlink targets never change either: let the kernel keep them (patched pyfuse3 only).
+    enable_symlink_cache = True
+
     def __init__(self, tree: MergedTree) -> None:
         super().__init__()
         self.tree = tree
         self.nodes = tree.nodes
-        self.mapped: dict[int, _Mapped] = {}
+        self.mapped: OrderedDict[int, memoryview] = OrderedDict()
         negative = pyfuse3.EntryAttributes()
         negative.st_ino = 0
         negative.entry_timeout = FOREVER
@@ -117,59 +114,48 @@ class ReadOnlyOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EINVAL)
         return node.target
 
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int | pyfuse3.FileInfo:
-        node = self.node(inode)
-        if node.kind != DIRECTORY:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        if CAN_CACHE_READDIR:
-            # Listings never change: the kernel keeps them and serves later readdirs itself.
-            return pyfuse3.FileInfo(fh=inode, keep_cache=True, cache_readdir=True)
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if ZERO_MESSAGE_OPEN:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         return inode
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         listing = self.listings.get(fh)
         if listing is None:
             # The tree never changes, so one listing per directory serves every stream.
-            node = self.nodes[fh]
-            listing = [(b".", node), (b"..", node.parent or node), *node.children.items()]  # type: ignore[union-attr]
+            node = self.node(fh)
+            if node.children is None:
+                raise pyfuse3.FUSEError(errno.ENOTDIR)
+            listing = [(b".", node), (b"..", node.parent or node), *node.children.items()]
             self.listings[fh] = listing
         for position in range(start_id, len(listing)):
             name, child = listing[position]
             if not pyfuse3.readdir_reply(token, name, self.attr(child), position + 1):
                 break
 
-    async def releasedir(self, fh: int) -> None:
-        pass
-
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = self.node(inode)
-        if node.kind != REGULAR:
-            raise pyfuse3.FUSEError(errno.EISDIR if node.kind == DIRECTORY else errno.ENXIO)
-        if node.payload:
-            mapped = self.mapped.get(inode)
-            if mapped is None:
-                try:
-                    mapped = self.mapped[inode] = _Mapped(node.payload)
-                except OSError as e:
-                    raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-            mapped.opens += 1
+        if ZERO_MESSAGE_OPEN:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> memoryview | bytes:
-        mapped = self.mapped.get(fh)
-        if mapped is None:
-            return b""
-        return mapped.view[off:off + size]
-
-    async def release(self, fh: int) -> None:
-        mapped = self.mapped.get(fh)
-        if mapped is not None:
-            mapped.opens -= 1
-            if mapped.opens == 0:
-                del self.mapped[fh]
-                mapped.close()
+        view = self.mapped.get(fh)
+        if view is None:
+            node = self.node(fh)
+            if not node.payload:
+                return b""
+            try:
+                view = _map(node.payload)
+            except OSError as e:
+                raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+            self.mapped[fh] = view
+            if len(self.mapped) > MAPPED_FILES:
+                self.mapped.popitem(last=False)  # the map closes when its last view goes
+        else:
+            self.mapped.move_to_end(fh)
+        return view[off:off + size]
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         xattrs = self.node(inode).xattrs

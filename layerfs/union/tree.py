@@ -26,7 +26,7 @@ import xxhash
 from layerfs.layer.index import (BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK,
                                  Entry, LayerIndex)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 IMPLICIT_DIR_MODE = 0o755
 
 FILE_TYPE = {REGULAR: stat.S_IFREG, DIRECTORY: stat.S_IFDIR, SYMLINK: stat.S_IFLNK,
