@@ -49,14 +49,19 @@ def good_layers(marker: bytes = b"payload") -> list[bytes]:
     ]
 
 
-@pytest.fixture
-def seeded(lfs: Layerfs) -> Layerfs:
-    """`lfs` with the good image imported as good:1, so "unchanged" means something."""
+def import_good(lfs: Layerfs) -> Layerfs:
+    """Import the good image into `lfs` as good:1; returns `lfs`."""
     src = lfs.workdir / "good-src"
     write_oci_layout(src, good_layers())
     lfs.give(src)
     lfs.run("import", f"oci:{src}", GOOD, "-q")
     return lfs
+
+
+@pytest.fixture
+def seeded(lfs: Layerfs) -> Layerfs:
+    """`lfs` with the good image imported as good:1, so "unchanged" means something."""
+    return import_good(lfs)
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess[str], codes: tuple[int, ...]) -> None:
@@ -332,11 +337,7 @@ def test_busy_mountpoint(seeded: Layerfs) -> None:
 @pytest.fixture
 def seeded_user(lfs_user: Layerfs) -> Layerfs:
     """The rootless identity with the good image imported."""
-    src = lfs_user.workdir / "good-src"
-    write_oci_layout(src, good_layers())
-    lfs_user.give(src)
-    lfs_user.run("import", f"oci:{src}", GOOD, "-q")
-    return lfs_user
+    return import_good(lfs_user)
 
 
 def test_dev_fuse_unusable(seeded_user: Layerfs) -> None:

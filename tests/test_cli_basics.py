@@ -16,7 +16,8 @@ import pytest
 from conftest import LAYERFS_BIN, Layerfs
 from support.oci import directory, file, make_layer
 
-# From docs/cli-contract.md: each command and the options it must document.
+# From the CLI as README.md and `layerfs --help` describe it: each command and the
+# options it must document.
 COMMAND_OPTIONS: dict[str, list[str]] = {
     "import": ["-q"],
     "images": ["--json", "-q"],

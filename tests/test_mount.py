@@ -1,10 +1,10 @@
 """Mounting images: what a layerfs mount shows must be exactly the merged image tree.
 
-Every test runs through the real CLI (docs/cli-contract.md) as root and as an
-unprivileged user (the `lfs` fixture). The tree seen through the mount, walked as the
-identity that mounted it, must equal the oracle's tree for the same layer bytes; as
-root it must also equal kernel overlayfs over those layers. Images also come from
-umoci and skopeo, and the store must stay readable by both.
+Every test runs through the real CLI (as README.md and `layerfs --help` describe it)
+as root and as an unprivileged user (the `lfs` fixture). The tree seen through the
+mount, walked as the identity that mounted it, must equal the oracle's tree for the
+same layer bytes; as root it must also equal kernel overlayfs over those layers.
+Images also come from umoci and skopeo, and the store must stay readable by both.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ when every layer of the image has been staged, so bad input changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,8 +85,8 @@ def stage(store: Store, scratch: Path, open_blob: Callable[[], Readable], *,
     work = None if have_layer else scratch / f"layer-{tag}"
     source = store.open_blob(digest) if have_blob else open_blob()  # type: ignore[arg-type]
     try:
-        with open(blob_tmp, "wb") if blob_tmp else open(os.devnull, "wb") as sink:
-            raw = HashingReader(source, sink if blob_tmp else None, on_read)
+        with open(blob_tmp, "wb") if blob_tmp else contextlib.nullcontext() as sink:
+            raw = HashingReader(source, sink, on_read)
             tar_stream, compression = decompressed(raw, what)
             plain = HashingReader(tar_stream)
             if work is not None:

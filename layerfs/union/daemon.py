@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
@@ -44,7 +45,8 @@ def check_fuse() -> None:
         raise LayerfsError("fusermount3 is missing: install the fuse3 package to mount without root")
 
 
-def _serve(tree: MergedTree, mountpoint: Path, fsname: str, on_mounted) -> int:  # noqa: ANN001
+def _serve(tree: MergedTree, mountpoint: Path, fsname: str,
+           on_mounted: Callable[[str | None], None]) -> int:
     """Mount, call `on_mounted(error or None)`, serve until unmounted or signalled."""
     import pyfuse3
     import trio

@@ -181,7 +181,7 @@ class FuseOverlayfs(Filesystem):
 
 
 class Layerfs(Filesystem):
-    """layerfs through its CLI contract (docs/cli-contract.md), with a bench store."""
+    """layerfs through its CLI (as README.md and `layerfs --help` describe it), with a bench store."""
 
     key = "layerfs"
 

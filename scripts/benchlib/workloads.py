@@ -158,22 +158,22 @@ def run_walk100(fs: Filesystem, env: Env, first: bool) -> dict[str, float]:
     return _walk_on(fs, env.image100, env, "walk100")
 
 
-def run_read(fs: Filesystem, env: Env, first: bool) -> dict[str, float]:
+def _cold_warm(fs: Filesystem, env: Env, measure: Callable[[Path], float], prefix: str) -> dict[str, float]:
+    """Mount the 3-layer image, drop caches, time `measure` cold, then warm."""
     mountpoint = env.mnt / fs.key
     with fs.mounted(env.image3, mountpoint):
         drop_caches()
-        cold = read_big(mountpoint)
-        warm = best_warm(read_big, mountpoint)
-    return {"read_cold": cold, "read_warm": warm}
+        cold = measure(mountpoint)
+        warm = best_warm(measure, mountpoint)
+    return {f"{prefix}_cold": cold, f"{prefix}_warm": warm}
+
+
+def run_read(fs: Filesystem, env: Env, first: bool) -> dict[str, float]:
+    return _cold_warm(fs, env, read_big, "read")
 
 
 def run_tar(fs: Filesystem, env: Env, first: bool) -> dict[str, float]:
-    mountpoint = env.mnt / fs.key
-    with fs.mounted(env.image3, mountpoint):
-        drop_caches()
-        cold = tar_subtree(mountpoint)
-        warm = best_warm(tar_subtree, mountpoint)
-    return {"tar_cold": cold, "tar_warm": warm}
+    return _cold_warm(fs, env, tar_subtree, "tar")
 
 
 def run_mount(fs: Filesystem, env: Env, first: bool) -> dict[str, float]:

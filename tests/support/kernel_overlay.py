@@ -16,7 +16,6 @@ so that the merged view does not depend on how the tar happened to list parents.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import stat
@@ -25,7 +24,7 @@ import tarfile
 from pathlib import Path
 
 from .oci import decompress
-from .oracle import OPAQUE, WHITEOUT_PREFIX, normalize
+from .oracle import OPAQUE, WHITEOUT_PREFIX, normalize, read_members
 from .snapshot import Node, snapshot
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -218,11 +217,8 @@ class _LayerDir:
 
 
 def _extract(layer_tar: bytes, root: Path, lowers: list[Path]) -> None:
-    with tarfile.open(fileobj=io.BytesIO(layer_tar), mode="r:", encoding="utf-8",
-                      errors="surrogateescape") as tar:
-        members = [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]
     opaque_dirs, whiteouts, entries = [], [], []
-    for member, data in members:
+    for member, data in read_members(layer_tar):
         path = normalize(member.name)
         parent, _, name = path.rpartition("/")
         if name == OPAQUE:

@@ -133,13 +133,17 @@ class _Tree:
         self.paths[path] = new
 
 
-def _apply(tree: _Tree, layer_tar: bytes) -> None:
+def read_members(layer_tar: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
+    """The members of an uncompressed layer tar, in order, each with its file data
+    (empty for anything but a regular file)."""
     with tarfile.open(fileobj=io.BytesIO(layer_tar), mode="r:", encoding="utf-8",
                       errors="surrogateescape") as tar:
-        members = [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]
+        return [(m, tar.extractfile(m).read() if m.isreg() else b"") for m in tar]
 
+
+def _apply(tree: _Tree, layer_tar: bytes) -> None:
     opaque_dirs, whiteouts, entries = [], [], []
-    for member, data in members:
+    for member, data in read_members(layer_tar):
         path = normalize(member.name)
         name = _basename(path) if path != "/" else ""
         if name == OPAQUE:
