@@ -23,10 +23,14 @@ COMMAND_OPTIONS: dict[str, list[str]] = {
     "images": ["--json", "-q"],
     "inspect": ["--json"],
     "tag": [],
-    "rmi": [],
+    "rmi": ["--force"],
     "mount": ["--foreground"],
     "umount": [],
     "mounts": ["--json"],
+    "create": ["--name"],
+    "ps": ["--all", "--json", "--quiet"],
+    "rm": [],
+    "volume": ["create", "ls", "inspect", "rm"],
 }
 
 BAD_USAGE: dict[str, list[str]] = {

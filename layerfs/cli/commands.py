@@ -10,6 +10,7 @@ from typing import Any
 
 from layerfs.cli.output import ago, human_size, print_json, table
 from layerfs.cli.progress import progress_for_terminal
+from layerfs.container.records import Containers
 from layerfs.errors import Busy, LayerfsError
 from layerfs.image.catalog import Catalog, Image, reference_name
 from layerfs.image.importer import import_image
@@ -96,12 +97,23 @@ def cmd_tag(store: Store, args: argparse.Namespace) -> None:
 
 def cmd_rmi(store: Store, args: argparse.Namespace) -> None:
     catalog = Catalog(store)
+    containers = Containers(store)
     in_use = mounted_images(store)
     with store.locked():
         for ref in args.refs:
             image = catalog.resolve(ref)
             if image.id in in_use:
                 raise Busy(f"image {ref} is mounted at {in_use[image.id]}: umount it first")
+            users = containers.using_image(image.id)
+            if users:
+                if not args.force:
+                    raise Busy(f"image {ref} is used by container {users[0].name}: remove the "
+                               "container first, or use --force to remove only the image's names")
+                for name in image.names:
+                    catalog.untag(image, name)
+                    print(f"Untagged: {name}")
+                catalog.name(catalog.descriptor(image), None)  # the container still needs it
+                continue
             named = reference_name(ref) if _is_name(ref, image) else None
             if named and len(image.names) > 1:
                 catalog.untag(image, named)

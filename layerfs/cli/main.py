@@ -36,6 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from layerfs.cli import commands as c
+    from layerfs.cli import container_commands as cc
 
     parser = _Parser(
         prog="layerfs", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -75,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
                 "unpacked layers no other image uses are reclaimed.")
     p.add_argument("refs", metavar="REF", nargs="+", help="name[:tag], name@sha256:DIGEST or image id")
     p.add_argument("-f", "--force", action="store_true",
-                   help="remove an image given by id even if it has several names")
+                   help="remove an image given by id even if it has several names; for an image "
+                        "a container uses, remove only its names (the container keeps the image)")
 
     p = command("mount", c.cmd_mount, "mount an image read-only at a directory",
                 "Mount an image read-only, rootless or as root. Returns once the mount is live;\n"
@@ -90,6 +92,43 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("mounts", c.cmd_mounts, "list the live mounts of this store")
     p.add_argument("--json", action="store_true", help="print a JSON list (mountpoint, image, id, pid)")
+
+    p = command("create", cc.cmd_create, "create a container (a writable layer) from an image",
+                "Create a container from an image and print its id. The container records the\n"
+                "exact image it was made from; `layerfs rmi` will not remove that image under it.")
+    p.add_argument("image", metavar="IMAGE", help="the image, by name, digest or id")
+    p.add_argument("--name", help="a name for the container (default: IMAGE-<6 hex of its id>)")
+
+    p = command("ps", cc.cmd_ps, "list containers")
+    p.add_argument("-a", "--all", action="store_true", help="list every container, not only mounted ones")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list (id, name, image, image_digest, image_ref, created, status, size)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the short container ids")
+
+    p = command("rm", cc.cmd_rm, "remove containers and their writable layers",
+                "Remove containers and their writable layers. Volumes are never removed with them.")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+", help="a name, id or unique id prefix")
+
+    volume = command("volume", None, "manage named data volumes",
+                     "Named data volumes live outside every container and survive their removal.")
+    volume_sub = volume.add_subparsers(dest="volume_command", metavar="COMMAND", required=True)
+
+    def volume_command(name: str, func, help: str) -> argparse.ArgumentParser:  # noqa: A002, ANN001
+        p = volume_sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = volume_command("create", cc.cmd_volume_create, "create a volume and print its name")
+    p.add_argument("name", metavar="NAME", nargs="?", help="the volume's name (default: a random id)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="attach a label (repeatable)")
+    p = volume_command("ls", cc.cmd_volume_ls, "list volumes")
+    p.add_argument("--json", action="store_true", help="print a JSON list (name, created, mountpoint, labels, driver)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the names")
+    p = volume_command("inspect", cc.cmd_volume_inspect, "print volumes as JSON")
+    p.add_argument("names", metavar="NAME", nargs="+", help="the volumes")
+    p = volume_command("rm", cc.cmd_volume_rm, "remove volumes and their data")
+    p.add_argument("names", metavar="NAME", nargs="+", help="the volumes")
     return parser
 
 

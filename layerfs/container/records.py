@@ -1,0 +1,113 @@
+"""Container records: which image a container was made from, its name, its layer.
+
+A container lives in ROOT/containers/<id>/: `container.json` (this record) and
+`upper/`, the directory its writable layer will hold. A container is created by
+renaming a complete directory from tmp/ into place, so a crash never leaves half a
+container, and removed by renaming it out before deleting it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from layerfs.container.naming import check_name, new_id
+from layerfs.errors import BadInput, NotFound
+from layerfs.store.layout import Store, write_atomic
+
+RECORD = "container.json"
+UPPER = "upper"
+
+
+@dataclass
+class Container:
+    id: str
+    name: str
+    image: str          # the image id (config digest) it was created from
+    image_digest: str   # the manifest digest, which pins the exact layers
+    image_ref: str      # what the user typed, for display
+    created: str
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class Containers:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.root = store.root / "containers"
+
+    def path(self, container: Container) -> Path:
+        return self.root / container.id
+
+    def upper(self, container: Container) -> Path:
+        return self.path(container) / UPPER
+
+    def all(self) -> list[Container]:
+        """Every container, newest first (as `ps` lists them)."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for entry in os.scandir(self.root):
+            try:
+                found.append(Container(**json.loads(Path(entry.path, RECORD).read_text())))
+            except (OSError, ValueError, TypeError):
+                continue  # not a container directory (or one being removed)
+        return sorted(found, key=lambda c: c.created, reverse=True)
+
+    def using_image(self, image_id: str) -> list[Container]:
+        return [c for c in self.all() if c.image == image_id]
+
+    def resolve(self, text: str) -> Container:
+        """A container by name, full id or unique id prefix."""
+        containers = self.all()
+        for container in containers:
+            if text in (container.name, container.id):
+                return container
+        matches = [c for c in containers if len(text) >= 1 and c.id.startswith(text.lower())]
+        if len(matches) > 1:
+            raise BadInput(f"container id prefix {text!r} is ambiguous: give more digits")
+        if not matches:
+            raise NotFound(f"no container {text!r} (see `layerfs ps -a`)")
+        return matches[0]
+
+    def create(self, image_id: str, image_digest: str, image_ref: str, name: str | None) -> Container:
+        """Record a new container (callers hold store.locked())."""
+        container_id = new_id()
+        if name is None:
+            base = image_ref.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+            name = f"{base}-{container_id[:6]}"
+        check_name(name, "container")
+        if any(c.name == name for c in self.all()):
+            raise BadInput(f"the name {name!r} is already used by another container")
+        # Microseconds, so that `ps` orders containers made within one second.
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        container = Container(container_id, name, image_id, image_digest, image_ref, created)
+        building = Path(self.store.tmp) / f"container-{container_id}"
+        (building / UPPER).mkdir(parents=True)
+        write_atomic(building / RECORD, json.dumps(container.to_json(), indent=2).encode())
+        self.root.mkdir(exist_ok=True)
+        os.rename(building, self.path(container))
+        return container
+
+    def remove(self, container: Container) -> None:
+        """Delete a container and its writable layer (callers hold store.locked())."""
+        doomed = Path(self.store.tmp) / f"removing-{container.id}"
+        os.rename(self.path(container), doomed)
+        shutil.rmtree(doomed)
+
+    def layer_size(self, container: Container) -> int:
+        """Bytes held by the writable layer."""
+        total = 0
+        for dirpath, _dirnames, filenames in os.walk(self.upper(container)):
+            for name in filenames:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+        return total
