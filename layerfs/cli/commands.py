@@ -11,12 +11,14 @@ from typing import Any
 from layerfs.cli.output import ago, human_size, print_json, table
 from layerfs.cli.progress import progress_for_terminal
 from layerfs.container.records import Containers
-from layerfs.errors import Busy, LayerfsError
+from layerfs.cli.container_commands import mount_container
+from layerfs.errors import Busy, LayerfsError, NotFound
 from layerfs.image.catalog import Catalog, Image, reference_name
 from layerfs.image.importer import import_image
 from layerfs.image.transports import open_source
 from layerfs.store.layout import Store
 from layerfs.union.build import merged_tree, prune_tree_cache
+from layerfs.union.operations import image_operations
 from layerfs.union.daemon import check_mountpoint, mount, mounted_images, unmount
 from layerfs.union.mounts import live_mounts
 
@@ -141,15 +143,21 @@ def _is_name(ref: str, image: Image) -> bool:
 
 def cmd_mount(store: Store, args: argparse.Namespace) -> None:
     mountpoint = check_mountpoint(Path(args.mountpoint))
-    image = Catalog(store).resolve(args.ref)
-    tree = merged_tree(store, image.diff_ids)
-    name = args.ref if args.ref in image.names else _display_name(image)
-    if not args.foreground:
-        pid = mount(store, tree, mountpoint, name, image.id, foreground=False)
-        print(f"Mounted {name} at {mountpoint} (read-only, pid {pid})")
+    try:
+        container = Containers(store).resolve(args.ref)
+    except NotFound:
+        container = None
+    if container is not None:
+        mount_container(store, container, mountpoint, args.foreground)
         return
-    print(f"Serving {name} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
-    mount(store, tree, mountpoint, name, image.id, foreground=True)
+    image = Catalog(store).resolve(args.ref)
+    make = image_operations(merged_tree(store, image.diff_ids))
+    name = args.ref if args.ref in image.names else _display_name(image)
+    if args.foreground:
+        print(f"Serving {name} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
+    pid = mount(store, make, mountpoint, name, image.id, args.foreground)
+    if not args.foreground:
+        print(f"Mounted {name} at {mountpoint} (read-only, pid {pid})")
 
 
 def cmd_umount(store: Store, args: argparse.Namespace) -> None:

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 from layerfs.cli.output import ago, human_size, print_json, table
-from layerfs.container.records import Containers
+from layerfs.cli.progress import progress_for_terminal
+from layerfs.container.changes import compare, container_trees
+from layerfs.container.commit import commit
+from layerfs.container.records import Container, Containers
 from layerfs.container.volumes import Volumes
-from layerfs.errors import BadInput
+from layerfs.errors import BadInput, Busy
 from layerfs.image.catalog import Catalog
 from layerfs.store.layout import Store
+from layerfs.union.build import merged_tree
+from layerfs.union.daemon import mount
 from layerfs.union.mounts import live_mounts
+from layerfs.union.operations import container_operations
+from layerfs.union.tree import tree_identity
 
 
 def cmd_create(store: Store, args: argparse.Namespace) -> None:
@@ -37,13 +47,56 @@ def cmd_ps(store: Store, args: argparse.Namespace) -> None:
             human_size(containers.layer_size(c)), c.name] for c in shown])
 
 
+def _mounted_at(store: Store, container: Container) -> str | None:
+    return next((r.mountpoint for r in live_mounts(store) if r.id == container.id), None)
+
+
 def cmd_rm(store: Store, args: argparse.Namespace) -> None:
     containers = Containers(store)
     with store.locked():
         for ref in args.containers:
             container = containers.resolve(ref)
+            if where := _mounted_at(store, container):
+                raise Busy(f"container {container.name} is mounted at {where}: umount it first")
             containers.remove(container)
             print(container.name)
+
+
+def mount_container(store: Store, container: Container, mountpoint: Path, foreground: bool) -> None:
+    if where := _mounted_at(store, container):
+        raise Busy(f"container {container.name} is already mounted at {where}")
+    image = Catalog(store).resolve(container.image_digest)
+    tree = merged_tree(store, image.diff_ids)
+    make = container_operations(tree, Containers(store).upper(container),
+                                tree_identity(image.diff_ids, tree))
+    if foreground:
+        print(f"Serving container {container.name} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
+    pid = mount(store, make, mountpoint, container.name, container.id, foreground, writable=True)
+    if not foreground:
+        print(f"Mounted container {container.name} at {mountpoint} (read-write, pid {pid})")
+
+
+def cmd_diff(store: Store, args: argparse.Namespace) -> None:
+    container = Containers(store).resolve(args.container)
+    base, current = container_trees(store, container)
+    changes = sorted(compare(base, current), key=lambda c: c.path)
+    if args.json:
+        print_json([{"path": os.fsdecode(c.path), "kind": c.kind} for c in changes])
+        return
+    out = sys.stdout.buffer
+    for change in changes:
+        out.write(change.kind.encode() + b" " + change.path + b"\n")
+    out.flush()
+
+
+def cmd_commit(store: Store, args: argparse.Namespace) -> None:
+    container = Containers(store).resolve(args.container)
+    if where := _mounted_at(store, container):
+        raise Busy(f"container {container.name} is mounted read-write at {where}: umount it "
+                   "before committing, so the image gets one consistent state")
+    with progress_for_terminal(True) as progress:
+        image, _ = commit(store, container, args.name, args.message or "", progress)
+    print(image.id)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:

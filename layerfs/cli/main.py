@@ -79,10 +79,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="remove an image given by id even if it has several names; for an image "
                         "a container uses, remove only its names (the container keeps the image)")
 
-    p = command("mount", c.cmd_mount, "mount an image read-only at a directory",
-                "Mount an image read-only, rootless or as root. Returns once the mount is live;\n"
-                "a daemon serves it until `layerfs umount`.")
-    p.add_argument("ref", metavar="REF", help="the image, by name, digest or id")
+    p = command("mount", c.cmd_mount, "mount a container read-write, or an image read-only",
+                "Mount a container (read-write: its writable layer over its image) or an image\n"
+                "(read-only), rootless or as root. Returns once the mount is live; a daemon\n"
+                "serves it until `layerfs umount`. Container names and ids are tried first.")
+    p.add_argument("ref", metavar="REF", help="a container (name or id), or an image (name, digest or id)")
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing, empty directory")
     p.add_argument("--foreground", action="store_true",
                    help="serve from this process until Ctrl-C or umount, instead of a daemon")
@@ -108,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     p = command("rm", cc.cmd_rm, "remove containers and their writable layers",
                 "Remove containers and their writable layers. Volumes are never removed with them.")
     p.add_argument("containers", metavar="CONTAINER", nargs="+", help="a name, id or unique id prefix")
+
+    p = command("diff", cc.cmd_diff, "list what a container added (A), changed (C) and deleted (D)")
+    p.add_argument("container", metavar="CONTAINER", help="a name, id or unique id prefix")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {path, kind}")
+
+    p = command("commit", cc.cmd_commit, "make a new image from a container's changes",
+                "Make a new image: the container's image layers plus one new layer holding its\n"
+                "changes (OCI whiteouts for deletions). The container must not be mounted.\n"
+                "Prints the new image's id.")
+    p.add_argument("container", metavar="CONTAINER", help="a name, id or unique id prefix")
+    p.add_argument("name", metavar="NAME[:TAG]", help="the new image's name")
+    p.add_argument("-m", "--message", help="a comment for the new layer's history entry")
 
     volume = command("volume", None, "manage named data volumes",
                      "Named data volumes live outside every container and survive their removal.")

@@ -8,6 +8,7 @@ to index.json last. Until that final rename the store lists no new image.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 from pathlib import Path
@@ -22,17 +23,19 @@ from layerfs.progress import Progress
 from layerfs.store.layout import Store
 
 
-def _build_config(staged: list[StagedLayer], created_by: str) -> bytes:
+def _build_config(staged: list[StagedLayer], source: SourceImage) -> bytes:
+    """A config for a source that has none: its base config (commit) or a fresh one,
+    with the staged layers as rootfs and one history line for what was added."""
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     os_name, arch = host_platform()
-    return json.dumps({
-        "created": now,
-        "architecture": arch,
-        "os": os_name,
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [s.diff_id for s in staged]},
-        "history": [{"created": now, "created_by": created_by}],
-    }, indent=2).encode()
+    config = copy.deepcopy(source.base_config) or {"architecture": arch, "os": os_name, "config": {}}
+    config["created"] = now
+    config["rootfs"] = {"type": "layers", "diff_ids": [s.diff_id for s in staged]}
+    entry = {"created": now, "created_by": source.created_by}
+    if source.comment:
+        entry["comment"] = source.comment
+    config.setdefault("history", []).append(entry)
+    return json.dumps(config, indent=2).encode()
 
 
 def _stage_all(store: Store, scratch: Path, source: SourceImage, progress: Progress) -> list[StagedLayer]:
@@ -42,7 +45,7 @@ def _stage_all(store: Store, scratch: Path, source: SourceImage, progress: Progr
         if len(claimed) != len(source.layers):
             raise BadInput(f"image config lists {len(claimed)} layers but the manifest has {len(source.layers)}")
     else:
-        claimed = [None] * len(source.layers)
+        claimed = [layer.diff_id for layer in source.layers]
     staged = []
     count = len(source.layers)
     for number, (layer, diff_id) in enumerate(zip(source.layers, claimed), 1):
@@ -67,7 +70,7 @@ def import_image(store: Store, source: SourceImage, name: str | None,
     try:
         with store.locked(), store.scratch() as scratch:
             staged = _stage_all(store, scratch, source, progress)
-            config = source.config or _build_config(staged, source.created_by)
+            config = source.config or _build_config(staged, source)
             for layer in staged:
                 layer.publish(store)
             config_digest = store.put_bytes(config)

@@ -12,7 +12,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from layerfs.errors import BadInput, NotFound
 from layerfs.store.digest import Readable
@@ -25,15 +25,18 @@ class SourceLayer:
     open: Callable[[Path], Readable]
     digest: str | None = None
     size: int | None = None
+    diff_id: str | None = None   # claimed here only when the source has no config
 
 
 @dataclass
 class SourceImage:
     layers: list[SourceLayer]
-    config: bytes | None = None        # None: a fresh config is built (rootfs imports)
+    config: bytes | None = None        # None: a config is built from base_config, or fresh
     manifest: bytes | None = None      # None: an OCI manifest is built
     name: str | None = None            # the name the source carries, used if the user gives none
     created_by: str = ""               # history line for built configs
+    comment: str = ""                  # history comment for built configs (commit -m)
+    base_config: dict[str, Any] | None = None  # the config a built one extends (commit)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

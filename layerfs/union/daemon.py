@@ -16,23 +16,33 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
 from layerfs.store.layout import Store
 from layerfs.union.mounts import FSTYPE, MountRecord, drop_record, live_mounts, mount_table, save_record
-from layerfs.union.tree import MergedTree
+
+if TYPE_CHECKING:
+    import pyfuse3
+
+
+def absolute(path: Path) -> Path:
+    """`path` made absolute with its parent resolved, without touching `path` itself:
+    a FUSE mount whose daemon died answers every stat with ENOTCONN."""
+    full = os.path.abspath(path)
+    return Path(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
 
 
 def check_mountpoint(path: Path) -> Path:
     """The absolute mount point, if it exists, is a directory and is not mounted on already."""
-    if not path.exists():
-        raise NotFound(f"mount point {path} does not exist: create the directory first")
-    if not path.is_dir():
-        raise BadInput(f"mount point {path} is not a directory")
-    resolved = path.resolve()
-    if str(resolved) in mount_table():
-        raise Busy(f"{resolved} is already a mount point: unmount it or choose another directory")
-    return resolved
+    mountpoint = absolute(path)
+    if str(mountpoint) in mount_table():
+        raise Busy(f"{mountpoint} is already a mount point: unmount it or choose another directory")
+    if not mountpoint.exists():
+        raise NotFound(f"mount point {mountpoint} does not exist: create the directory first")
+    if not mountpoint.is_dir():
+        raise BadInput(f"mount point {mountpoint} is not a directory")
+    return mountpoint
 
 
 def check_fuse() -> None:
@@ -45,20 +55,23 @@ def check_fuse() -> None:
         raise LayerfsError("fusermount3 is missing: install the fuse3 package to mount without root")
 
 
-def _serve(tree: MergedTree, mountpoint: Path, fsname: str,
-           on_mounted: Callable[[str | None], None]) -> int:
+def _serve(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path, fsname: str,
+           writable: bool, on_mounted: Callable[[str | None], None]) -> int:
     """Mount, call `on_mounted(error or None)`, serve until unmounted or signalled."""
     import pyfuse3
     import trio
 
-    from layerfs.union.readonly import ReadOnlyOperations
-
-    options = {f"fsname={fsname}", "subtype=layerfs", "ro"}
+    try:
+        operations = make_operations()
+    except LayerfsError as e:
+        on_mounted(e.message)
+        return 1
+    options = {f"fsname={fsname}", "subtype=layerfs"} | (set() if writable else {"ro"})
     with tempfile.TemporaryFile() as libfuse_messages:
         saved_stderr = os.dup(2)
         os.dup2(libfuse_messages.fileno(), 2)
         try:
-            pyfuse3.init(ReadOnlyOperations(tree), str(mountpoint), options)
+            pyfuse3.init(operations, str(mountpoint), options)
         except RuntimeError:
             libfuse_messages.seek(0)
             said = libfuse_messages.read().decode(errors="replace").strip().splitlines()
@@ -86,17 +99,24 @@ def _serve(tree: MergedTree, mountpoint: Path, fsname: str,
         trio.run(main)
     finally:
         pyfuse3.close(unmount=still_mounted)
+        close = getattr(operations, "close", None)
+        if close is not None:
+            close()
     return 0
 
 
-def mount(store: Store, tree: MergedTree, mountpoint: Path, image: str, image_id: str,
-          foreground: bool) -> int:
-    """Mount `tree` at `mountpoint`; return the serving process's pid once the mount is live."""
+def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path,
+          label: str, record_id: str, foreground: bool, writable: bool = False) -> int:
+    """Mount what `make_operations` serves at `mountpoint`; return the serving pid once live.
+
+    `make_operations` runs in the serving process (so a container's writable layer
+    is opened by its only writer); `label` and `record_id` (image or container id)
+    go into the mount record."""
     check_fuse()
-    fsname = "layerfs:" + image
+    fsname = "layerfs:" + label
 
     def record(pid: int) -> None:
-        save_record(store, MountRecord(str(mountpoint), image, image_id, pid))
+        save_record(store, MountRecord(str(mountpoint), label, record_id, pid))
 
     if foreground:
         def on_mounted(error: str | None) -> None:
@@ -104,7 +124,7 @@ def mount(store: Store, tree: MergedTree, mountpoint: Path, image: str, image_id
                 raise LayerfsError(error)
             record(os.getpid())
         try:
-            return _serve(tree, mountpoint, fsname, on_mounted)
+            return _serve(make_operations, mountpoint, fsname, writable, on_mounted)
         finally:
             drop_record(store, str(mountpoint))
 
@@ -124,7 +144,7 @@ def mount(store: Store, tree: MergedTree, mountpoint: Path, image: str, image_id
             os.write(write_end, (error or "ok").encode() + b"\n")
             os.close(write_end)
         try:
-            code = _serve(tree, mountpoint, fsname, report)
+            code = _serve(make_operations, mountpoint, fsname, writable, report)
         except BaseException as e:  # noqa: BLE001 - a daemon has nobody else to tell
             try:
                 report(f"mount daemon failed: {e}")
@@ -144,7 +164,7 @@ def mount(store: Store, tree: MergedTree, mountpoint: Path, image: str, image_id
 
 def unmount(store: Store, path: Path, timeout: float = 10.0) -> None:
     """Unmount a layerfs mount and wait for its daemon to finish."""
-    mountpoint = str(path.resolve()) if path.exists() else os.path.abspath(path)
+    mountpoint = str(absolute(path))
     if mount_table().get(mountpoint) != FSTYPE:
         raise NotFound(f"{mountpoint} is not a layerfs mount (see `layerfs mounts`)")
     pid = next((r.pid for r in live_mounts(store) if r.mountpoint == mountpoint), None)

@@ -68,13 +68,13 @@ def drop_record(store: Store, mountpoint: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether a daemon still runs (a zombie waiting to be reaped does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in (b"Z", b"X")
 
 
 def live_mounts(store: Store) -> list[MountRecord]:

@@ -29,15 +29,16 @@ from layerfs.layer.index import (BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, R
 CACHE_FORMAT = 2
 IMPLICIT_DIR_MODE = 0o755
 
+SOCKET = "s"  # only made inside a container (layers cannot carry sockets)
 FILE_TYPE = {REGULAR: stat.S_IFREG, DIRECTORY: stat.S_IFDIR, SYMLINK: stat.S_IFLNK,
-             CHARDEV: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}
+             CHARDEV: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO, SOCKET: stat.S_IFSOCK}
 
 
 class Node:
     """One inode of the merged tree. Hardlinked names share a Node."""
 
     __slots__ = ("ino", "kind", "mode", "uid", "gid", "size", "mtime_ns", "rdev", "xattrs",
-                 "target", "payload", "children", "nlink", "parent", "cache")
+                 "target", "payload", "children", "nlink", "parent", "cache", "upper")
 
     def __init__(self, kind: str, mode: int, uid: int, gid: int, size: int = 0, mtime_ns: int = 0,
                  rdev: int = 0, xattrs: dict[bytes, bytes] | None = None, target: bytes = b"",
@@ -57,6 +58,7 @@ class Node:
         self.nlink = 1
         self.parent: Node | None = None
         self.cache: object = None  # the FUSE layer's attribute object, built on first use
+        self.upper = False  # payload lives in a container's writable layer
 
     @property
     def st_mode(self) -> int:
@@ -199,6 +201,11 @@ class MergedTree:
                 node.nlink = 2 + sum(1 for c in node.children.values() if c.kind == DIRECTORY)  # type: ignore[union-attr]
         tree.nodes = nodes
         return tree
+
+
+def tree_identity(diff_ids: list[str], tree: MergedTree) -> str:
+    """What a container's journal pins: the layer chain and the inode count of its tree."""
+    return xxhash.xxh3_128_hexdigest("\n".join(diff_ids).encode()) + f":{len(tree.nodes) - 1}"
 
 
 def chain_key(store_root: Path, diff_ids: list[str]) -> str:

@@ -1,0 +1,76 @@
+"""What a container changed: its merged tree compared with its image's, path by path.
+
+Identity is the inode number: the container's tree is the image's tree plus its
+journal, so a node with the same number at the same path is the same object,
+possibly with new attributes or data (C); a different number means the name was
+deleted and made again, or renamed onto (C, and a directory made again is
+opaque); a name only the image has was deleted (D); one only the container has
+was added (A), with everything below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from layerfs.container.records import Container, Containers
+from layerfs.image.catalog import Catalog
+from layerfs.layer.index import DIRECTORY
+from layerfs.store.layout import Store
+from layerfs.union.build import merged_tree
+from layerfs.union.tree import MergedTree, Node, tree_identity
+from layerfs.union.upper import UpperLayer
+
+ADDED, CHANGED, DELETED = "A", "C", "D"
+
+
+@dataclass
+class Change:
+    path: bytes            # absolute: b"/etc/passwd"
+    kind: str              # ADDED, CHANGED or DELETED
+    node: Node | None      # the container's node (None when deleted)
+    opaque: bool = False   # a directory made anew where the image had one
+
+
+def container_trees(store: Store, container: Container) -> tuple[MergedTree, MergedTree]:
+    """(the image's tree, the container's tree), read without touching the container."""
+    image = Catalog(store).resolve(container.image_digest)
+    base = merged_tree(store, image.diff_ids)
+    current = merged_tree(store, image.diff_ids)
+    UpperLayer(Containers(store).upper(container), current, tree_identity(image.diff_ids, current),
+               writable=False)
+    return base, current
+
+
+def _differs(old: Node, new: Node) -> bool:
+    if (old.kind, old.mode, old.uid, old.gid, old.xattrs) != (new.kind, new.mode, new.uid, new.gid, new.xattrs):
+        return True
+    if new.kind == DIRECTORY:
+        return False  # a directory's mtime moves with its children: not a change of its own
+    return new.upper or (old.mtime_ns, old.size, old.rdev, old.target) != (new.mtime_ns, new.size, new.rdev, new.target)
+
+
+def compare(base: MergedTree, current: MergedTree) -> Iterator[Change]:
+    """Every change, parents before their children (the order a layer tar needs)."""
+    stack: list[tuple[Node | None, Node, bytes]] = [(base.root, current.root, b"")]
+    while stack:
+        old_dir, new_dir, path = stack.pop()
+        old_children = old_dir.children if old_dir is not None else {}
+        for name, new in new_dir.children.items():  # type: ignore[union-attr]
+            child_path = path + b"/" + name
+            old = old_children.get(name)  # type: ignore[union-attr]
+            if old is None:
+                yield Change(child_path, ADDED, new)
+                below = None
+            elif old.ino != new.ino:
+                yield Change(child_path, CHANGED, new, opaque=old.kind == new.kind == DIRECTORY)
+                below = None
+            else:
+                if _differs(old, new):
+                    yield Change(child_path, CHANGED, new)
+                below = old
+            if new.kind == DIRECTORY:
+                stack.append((below, new, child_path))
+        for name in old_children:  # type: ignore[union-attr]
+            if name not in new_dir.children:  # type: ignore[operator]
+                yield Change(path + b"/" + name, DELETED, None)

@@ -1,0 +1,126 @@
+"""Commit: a container's changes become one OCI layer on top of its image's layers.
+
+The layer is a plain tar in the OCI form any tool reads: changed and added entries
+with their owners, modes, xattrs and data; `.wh.NAME` for each deletion; a
+`.wh..wh..opq` marker in a directory made anew; parent directories included so
+extractors find them; names of one inode after the first as tar hardlinks. The
+new image goes through the ordinary importer, so the layer is verified and
+unpacked like any other.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+from typing import BinaryIO
+
+from layerfs.container.changes import DELETED, Change, compare, container_trees
+from layerfs.container.records import Container
+from layerfs.image.catalog import Catalog, Image
+from layerfs.image.importer import import_image
+from layerfs.image.source import SourceImage, SourceLayer
+from layerfs.layer.index import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, REGULAR, SYMLINK
+from layerfs.progress import Progress
+from layerfs.store.layout import Store
+from layerfs.union.tree import MergedTree, Node
+
+_TAR_TYPE = {REGULAR: tarfile.REGTYPE, DIRECTORY: tarfile.DIRTYPE, SYMLINK: tarfile.SYMTYPE,
+             CHARDEV: tarfile.CHRTYPE, BLOCKDEV: tarfile.BLKTYPE, FIFO: tarfile.FIFOTYPE}
+OPAQUE = b".wh..wh..opq"
+
+
+def _info(path: bytes, node: Node) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(os.fsdecode(path.lstrip(b"/")))
+    info.type = _TAR_TYPE[node.kind]
+    info.mode, info.uid, info.gid = node.mode, node.uid, node.gid
+    info.mtime = node.mtime_ns / 1e9
+    if node.kind == SYMLINK:
+        info.linkname = os.fsdecode(node.target)
+    if node.kind in (CHARDEV, BLOCKDEV):
+        info.devmajor, info.devminor = os.major(node.rdev), os.minor(node.rdev)
+    for name, value in (node.xattrs or {}).items():
+        info.pax_headers["SCHILY.xattr." + os.fsdecode(name)] = value.decode("utf-8", "surrogateescape")
+    return info
+
+
+def _marker(path: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(os.fsdecode(path.lstrip(b"/")))
+    info.mode = 0
+    return info
+
+
+class _LayerWriter:
+    def __init__(self, tar: tarfile.TarFile, current: MergedTree) -> None:
+        self.tar = tar
+        self.current = current
+        self.written_dirs: set[bytes] = {b""}
+        self.first_name: dict[int, str] = {}
+
+    def parents(self, path: bytes) -> None:
+        """Write the directories above `path` that the layer has not written yet."""
+        parts = path.split(b"/")[1:-1]
+        node, prefix = self.current.root, b""
+        for part in parts:
+            node = node.children[part]  # type: ignore[index]
+            prefix += b"/" + part
+            if prefix not in self.written_dirs:
+                self.tar.addfile(_info(prefix, node))
+                self.written_dirs.add(prefix)
+
+    def add(self, change: Change) -> None:
+        self.parents(change.path)
+        if change.kind == DELETED:
+            head, _, name = change.path.rpartition(b"/")
+            self.tar.addfile(_marker(head + b"/.wh." + name))
+            return
+        node = change.node
+        if node is None or node.kind not in _TAR_TYPE:
+            return  # sockets live only as long as the container
+        info = _info(change.path, node)
+        if node.kind == DIRECTORY:
+            self.tar.addfile(info)
+            self.written_dirs.add(change.path)
+            if change.opaque:
+                self.tar.addfile(_marker(change.path + b"/" + OPAQUE))
+        elif node.kind == REGULAR and node.ino in self.first_name:
+            info.type, info.linkname = tarfile.LNKTYPE, self.first_name[node.ino]
+            self.tar.addfile(info)
+        elif node.kind == REGULAR:
+            self.first_name[node.ino] = info.name
+            info.size = node.size
+            if node.payload:
+                with open(node.payload, "rb") as data:
+                    self.tar.addfile(info, data)
+            else:
+                self.tar.addfile(info)
+        else:
+            self.tar.addfile(info)
+
+
+def write_layer(base: MergedTree, current: MergedTree, out: BinaryIO) -> None:
+    """Write the container's changes as an OCI layer tar."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        writer = _LayerWriter(tar, current)
+        for change in compare(base, current):
+            writer.add(change)
+
+
+def commit(store: Store, container: Container, name: str, message: str,
+           progress: Progress) -> tuple[Image, str | None]:
+    """Make a new image: the container's image plus its changes as one layer."""
+    image = Catalog(store).resolve(container.image_digest)
+    base, current = container_trees(store, container)
+
+    def open_new_layer(scratch: Path) -> BinaryIO:
+        tarball = scratch / "commit.tar"
+        with open(tarball, "wb") as out:
+            write_layer(base, current, out)
+        return open(tarball, "rb")
+
+    layers = [SourceLayer(lambda scratch, d=layer.digest: store.open_blob(d), layer.digest, layer.size, known)
+              for layer, known in zip(image.manifest.layers, image.diff_ids)]
+    layers.append(SourceLayer(open_new_layer))
+    source = SourceImage(layers, created_by=f"layerfs commit {container.name}", comment=message,
+                         base_config=image.config)
+    return import_image(store, source, name, progress)

@@ -1,0 +1,305 @@
+"""FUSE operations for a container: the merged tree, writable through an upper layer.
+
+Every change is an UpperLayer operation (journaled, replayed at the next mount).
+Only data needs a copy-up: owners, modes, times and xattrs live in the tree, so
+chmod, chown, utimens, setxattr and link on a lower file copy nothing. A write or
+truncate copies the file into the upper layer first (atomically), and the inode
+number never changes. Deletes simply drop the name from the merged tree; commit
+turns that into whiteouts, and a directory made again over a deleted one is a new,
+empty node, so no lower child can reappear.
+
+The kernel may cache entries and attributes for as long as it likes, because
+every change goes through this mount and each reply carries the new attributes.
+Directory streams list a snapshot taken at opendir, so deleting while listing
+(rm -rf) sees every entry once.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pyfuse3
+
+from layerfs.layer.index import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, REGULAR, SYMLINK
+from layerfs.union.readonly import ReadOnlyOperations
+from layerfs.union.tree import SOCKET, MergedTree, Node
+from layerfs.union.upper import UpperLayer, now_ns
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+_KIND_OF_MODE = {stat.S_IFREG: REGULAR, stat.S_IFCHR: CHARDEV, stat.S_IFBLK: BLOCKDEV,
+                 stat.S_IFIFO: FIFO, stat.S_IFSOCK: SOCKET}
+
+
+def _fail(code: int) -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(code)
+
+
+class ReadWriteOperations(ReadOnlyOperations):
+    enable_symlink_cache = True
+
+    def __init__(self, tree: MergedTree, upper: UpperLayer) -> None:
+        super().__init__(tree)
+        self.upper = upper
+        self.fds: dict[int, list[int]] = {}          # ino -> [fd, opens]
+        self.dir_streams: dict[int, list[tuple[bytes, Node]]] = {}
+        self.next_stream = 1
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def child(self, parent: Node, name: bytes) -> Node | None:
+        return parent.children.get(name) if parent.children is not None else None
+
+    def directory(self, inode: int) -> Node:
+        node = self.node(inode)
+        if node.kind != DIRECTORY:
+            raise _fail(errno.ENOTDIR)
+        return node
+
+    def _fd(self, node: Node) -> int:
+        entry = self.fds.get(node.ino)
+        if entry is None:
+            entry = self.fds[node.ino] = [os.open(node.payload, os.O_RDWR | os.O_CLOEXEC), 0]
+        return entry[0]
+
+    def _owner(self, parent: Node, ctx: pyfuse3.RequestContext, mode: int) -> tuple[int, int, int]:
+        """(mode, uid, gid) of a new object, honouring a setgid parent as ext4 does."""
+        gid = ctx.gid
+        if parent.mode & stat.S_ISGID:
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        return stat.S_IMODE(mode), ctx.uid, gid
+
+    def _make(self, parent_inode: int, name: bytes, kind: str, mode: int, ctx: pyfuse3.RequestContext,
+              rdev: int = 0, target: bytes = b"") -> Node:
+        parent = self.directory(parent_inode)
+        if self.child(parent, name) is not None:
+            raise _fail(errno.EEXIST)
+        perm, uid, gid = self._owner(parent, ctx, mode)
+        ino = self.upper.new_ino()
+        if kind == REGULAR:
+            open(self.upper.data_path(ino), "wb").close()
+        self.upper.record(["create", parent.ino, os.fsdecode(name), kind, perm, uid, gid, rdev,
+                           os.fsdecode(target), ino, now_ns()])
+        return self.nodes[ino]  # type: ignore[return-value]
+
+    # -- creating -----------------------------------------------------------------------
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        kind = _KIND_OF_MODE.get(stat.S_IFMT(mode))
+        if kind is None:
+            raise _fail(errno.EINVAL)
+        return self.attr(self._make(parent_inode, name, kind, mode, ctx, rdev=rdev))
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.attr(self._make(parent_inode, name, DIRECTORY, mode | stat.S_IFDIR, ctx))
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.attr(self._make(parent_inode, name, SYMLINK, 0o777, ctx, target=target))
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        node = self._make(parent_inode, name, REGULAR, mode, ctx)
+        return self._open(node), self.attr(node)
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self.node(inode)
+        parent = self.directory(new_parent_inode)
+        if node.kind == DIRECTORY:
+            raise _fail(errno.EPERM)
+        if self.child(parent, new_name) is not None:
+            raise _fail(errno.EEXIST)
+        self.upper.record(["link", node.ino, parent.ino, os.fsdecode(new_name), now_ns()])
+        return self.attr(node)
+
+    # -- removing and renaming -----------------------------------------------------------
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self.directory(parent_inode)
+        node = self.child(parent, name)
+        if node is None:
+            raise _fail(errno.ENOENT)
+        if node.kind == DIRECTORY:
+            raise _fail(errno.EISDIR)
+        self.upper.record(["remove", parent.ino, os.fsdecode(name), now_ns()])
+        self._forget_data_if_gone(node)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self.directory(parent_inode)
+        node = self.child(parent, name)
+        if node is None:
+            raise _fail(errno.ENOENT)
+        if node.kind != DIRECTORY:
+            raise _fail(errno.ENOTDIR)
+        if node.children:
+            raise _fail(errno.ENOTEMPTY)
+        self.upper.record(["remove", parent.ino, os.fsdecode(name), now_ns()])
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        if flags & RENAME_EXCHANGE:
+            raise _fail(errno.EINVAL)
+        old_parent = self.directory(parent_inode_old)
+        new_parent = self.directory(parent_inode_new)
+        node = self.child(old_parent, name_old)
+        if node is None:
+            raise _fail(errno.ENOENT)
+        target = self.child(new_parent, name_new)
+        if target is node:
+            return
+        if target is not None:
+            if flags & RENAME_NOREPLACE:
+                raise _fail(errno.EEXIST)
+            if node.kind == DIRECTORY and target.kind != DIRECTORY:
+                raise _fail(errno.ENOTDIR)
+            if node.kind != DIRECTORY and target.kind == DIRECTORY:
+                raise _fail(errno.EISDIR)
+            if target.kind == DIRECTORY and target.children:
+                raise _fail(errno.ENOTEMPTY)
+        ancestor: Node | None = new_parent
+        while ancestor is not None:
+            if ancestor is node:
+                raise _fail(errno.EINVAL)  # a directory into its own subtree
+            ancestor = ancestor.parent
+        self.upper.record(["rename", old_parent.ino, os.fsdecode(name_old), new_parent.ino,
+                           os.fsdecode(name_new), now_ns()])
+        if target is not None:
+            self._forget_data_if_gone(target)
+
+    def _forget_data_if_gone(self, node: Node) -> None:
+        """Delete a file's upper data once its last name is gone and nobody has it open."""
+        if node.kind == REGULAR and node.nlink == 0 and node.upper and node.ino not in self.fds:
+            os.unlink(node.payload)
+
+    # -- attributes ------------------------------------------------------------------------
+
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self.node(inode)
+        changes: dict[str, int] = {}
+        if fields.update_size:
+            if node.kind != REGULAR:
+                raise _fail(errno.EINVAL)
+            self.upper.copy_up(node)
+            os.truncate(node.payload, attr.st_size)
+            self.mapped.pop(node.ino, None)
+            changes["size"] = attr.st_size
+            changes["mtime_ns"] = now_ns()
+        if fields.update_mode:
+            changes["mode"] = stat.S_IMODE(attr.st_mode)
+        if fields.update_uid:
+            changes["uid"] = attr.st_uid
+        if fields.update_gid:
+            changes["gid"] = attr.st_gid
+        if fields.update_mtime:
+            changes["mtime_ns"] = attr.st_mtime_ns
+        if changes:
+            self.upper.record(["attr", node.ino, changes])
+            if node.upper and node.kind == REGULAR and "mtime_ns" in changes:
+                os.utime(node.payload, ns=(changes["mtime_ns"], changes["mtime_ns"]))
+        return self.attr(node)
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.upper.record(["xattr", self.node(inode).ino, os.fsdecode(name), value.hex()])
+
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        node = self.node(inode)
+        if not node.xattrs or name not in node.xattrs:
+            raise _fail(pyfuse3.ENOATTR)
+        self.upper.record(["xattr", node.ino, os.fsdecode(name), None])
+
+    # -- directories -------------------------------------------------------------------------
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self.directory(inode)
+        stream = self.next_stream
+        self.next_stream += 1
+        self.dir_streams[stream] = [(b".", node), (b"..", node.parent or node),
+                                    *node.children.items()]  # type: ignore[union-attr]
+        return stream
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        listing = self.dir_streams[fh]
+        for position in range(start_id, len(listing)):
+            name, child = listing[position]
+            if not pyfuse3.readdir_reply(token, name, self.attr(child), position + 1):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        self.dir_streams.pop(fh, None)
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        self.upper.sync()
+
+    # -- file data --------------------------------------------------------------------------
+
+    def _open(self, node: Node) -> pyfuse3.FileInfo:
+        if node.upper:
+            self._fd(node)
+            self.fds[node.ino][1] += 1
+        return pyfuse3.FileInfo(fh=node.ino, keep_cache=True)
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self.node(inode)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            self.upper.copy_up(node)
+            self.mapped.pop(node.ino, None)
+            if flags & os.O_TRUNC:
+                os.truncate(node.payload, 0)
+                self.upper.record(["attr", node.ino, {"size": 0, "mtime_ns": now_ns()}])
+        return self._open(node)
+
+    async def read(self, fh: int, off: int, size: int) -> memoryview | bytes:
+        node = self.node(fh)
+        if node.upper:
+            return os.pread(self._fd(node), size, off)
+        return await super().read(fh, off, size)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        node = self.node(fh)
+        if not node.upper:
+            raise _fail(errno.EBADF)
+        written = os.pwrite(self._fd(node), buf, off)
+        node.size = max(node.size, off + written)
+        node.mtime_ns = now_ns()
+        node.cache = None
+        return written
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        node = self.node(fh)
+        if node.upper:
+            (os.fdatasync if datasync else os.fsync)(self._fd(node))
+        self.upper.sync()
+
+    async def release(self, fh: int) -> None:
+        entry = self.fds.get(fh)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self.fds[fh]
+            os.close(entry[0])
+            self._forget_data_if_gone(self.nodes[fh])  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """After unmounting: close data files and make the journal durable."""
+        for fd, _opens in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+        self.upper.close()
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        """The upper filesystem's space: that is where writes go."""
+        found = os.statvfs(self.upper.dir)
+        stats = pyfuse3.StatvfsData()
+        for name in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                     "f_ffree", "f_favail", "f_namemax"):
+            setattr(stats, name, getattr(found, name))
+        return stats

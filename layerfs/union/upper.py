@@ -1,0 +1,220 @@
+"""A container's writable layer: data files plus a journal of changes to the merged tree.
+
+    upper/files/<ino>   contents of files created or written in the container
+    upper/work/         copy-ups in progress (renamed into files/ when complete)
+    upper/journal       one JSON line per change, keyed by inode number
+
+Every change to the tree is an operation record, applied by `apply` both live
+(from a FUSE handler) and when a mount replays the journal, so the two can never
+disagree. Inode numbers are stable: the image's tree numbers its inodes
+deterministically (the journal's first line pins that tree), and inodes made in
+the container are journaled with their numbers.
+
+A record is written (not just buffered) before the FUSE reply, so a killed daemon
+loses nothing; fsync additionally fsyncs the journal, so an fsync'd change also
+survives the machine. A torn last line is ignored at replay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from layerfs.errors import LayerfsError
+from layerfs.layer.index import DIRECTORY, REGULAR
+from layerfs.union.tree import MergedTree, Node
+
+JOURNAL = "journal"
+FORMAT = 1
+
+
+def _name(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+def _raw(name: str) -> bytes:
+    return os.fsencode(name)
+
+
+class UpperLayer:
+    """The writable layer of one container, bound to the merged tree of its image."""
+
+    def __init__(self, directory: Path, tree: MergedTree, identity: str, writable: bool = True) -> None:
+        """Bind the layer to `tree` (the image's merged tree) and replay its journal onto it.
+
+        With writable=False nothing on disk is touched: that is how diff and commit
+        read a container."""
+        self.dir = directory
+        self.files = directory / "files"
+        self.work = directory / "work"
+        self.tree = tree
+        self.next_ino = len(tree.nodes)
+        journal = directory / JOURNAL
+        header = {"format": FORMAT, "base": identity}
+        if journal.exists():
+            self._replay(journal, header, writable)
+        elif writable:
+            journal.write_text(json.dumps(header) + "\n")
+        self.journal = None
+        if writable:
+            self.files.mkdir(parents=True, exist_ok=True)
+            self.work.mkdir(parents=True, exist_ok=True)
+            self.journal = open(journal, "a", buffering=1 << 16)  # noqa: SIM115 - lives with the mount
+
+    # -- journal ---------------------------------------------------------------------
+
+    def _replay(self, journal: Path, header: dict[str, Any], writable: bool) -> None:
+        lines = journal.read_bytes().split(b"\n")
+        try:
+            first = json.loads(lines[0])
+        except ValueError:
+            raise LayerfsError(f"{journal} is damaged (no header)") from None
+        if first != header:
+            raise LayerfsError(f"{journal} belongs to another image tree; the container cannot be mounted")
+        for line in lines[1:]:
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break  # the torn tail of a write the daemon did not finish
+            self.apply(record)
+        # Data is not journaled: an upper file's size and mtime are its data file's.
+        live = set()
+        for node in self.tree.nodes:
+            if node is not None and node.upper and node.nlink > 0:
+                found = os.stat(node.payload)
+                node.size, node.mtime_ns = found.st_size, found.st_mtime_ns
+                live.add(os.path.basename(node.payload))
+        if writable:  # data of files deleted while open, or created as the daemon died
+            for entry in os.scandir(self.files):
+                if entry.name not in live:
+                    os.unlink(entry.path)
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def record(self, op: list[Any]) -> None:
+        """Apply one change to the tree and journal it (written before the caller replies)."""
+        assert self.journal is not None, "a read-only view of a container cannot change"
+        self.apply(op)
+        self.journal.write(json.dumps(op, ensure_ascii=True, separators=(",", ":")) + "\n")
+        self.journal.flush()
+
+    def sync(self) -> None:
+        if self.journal is not None:
+            self.journal.flush()
+            os.fsync(self.journal.fileno())
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.sync()
+            self.journal.close()
+
+    # -- the operations ----------------------------------------------------------------
+
+    def new_ino(self) -> int:
+        ino = self.next_ino
+        self.next_ino += 1
+        return ino
+
+    def data_path(self, ino: int) -> str:
+        return str(self.files / str(ino))
+
+    def apply(self, op: list[Any]) -> None:
+        kind = op[0]
+        nodes = self.tree.nodes
+        if kind == "create":
+            _, parent, name, node_kind, mode, uid, gid, rdev, target, ino, t = op
+            node = Node(node_kind, mode, uid, gid, 0, t, rdev, None, _raw(target) if target else b"")
+            node.ino = ino
+            node.nlink = 2 if node_kind == DIRECTORY else 1
+            if node_kind == REGULAR:
+                node.payload, node.upper = self.data_path(ino), True
+            self._attach(nodes[parent], _raw(name), node, t)
+            self.next_ino = max(self.next_ino, ino + 1)
+        elif kind == "remove":
+            _, parent, name, t = op
+            self._detach(nodes[parent], _raw(name), t)
+        elif kind == "rename":
+            _, old_parent, old_name, new_parent, new_name, t = op
+            node = nodes[old_parent].children[_raw(old_name)]  # type: ignore[union-attr,index]
+            self._detach(nodes[old_parent], _raw(old_name), t, keep=True)
+            if _raw(new_name) in nodes[new_parent].children:  # type: ignore[union-attr,operator]
+                self._detach(nodes[new_parent], _raw(new_name), t)
+            self._attach(nodes[new_parent], _raw(new_name), node, t)  # type: ignore[arg-type]
+        elif kind == "link":
+            _, ino, parent, name, t = op
+            node = nodes[ino]
+            node.nlink += 1  # type: ignore[union-attr]
+            node.cache = None  # type: ignore[union-attr]
+            self._attach(nodes[parent], _raw(name), node, t)  # type: ignore[arg-type]
+        elif kind == "attr":
+            _, ino, changes = op
+            node = nodes[ino]
+            for key, value in changes.items():
+                setattr(node, key, value)
+            node.cache = None  # type: ignore[union-attr]
+        elif kind == "xattr":
+            _, ino, name, value = op
+            node = nodes[ino]
+            xattrs = dict(node.xattrs or {})  # type: ignore[union-attr]
+            if value is None:
+                xattrs.pop(_raw(name), None)
+            else:
+                xattrs[_raw(name)] = bytes.fromhex(value)
+            node.xattrs = xattrs or None  # type: ignore[union-attr]
+        elif kind == "data":
+            _, ino = op
+            node = nodes[ino]
+            node.payload, node.upper = self.data_path(ino), True  # type: ignore[union-attr]
+        else:
+            raise LayerfsError(f"unknown change {kind!r} in the journal of {self.dir}")
+
+    def _attach(self, parent: Node, name: bytes, node: Node, t: int) -> None:
+        while len(self.tree.nodes) <= node.ino:
+            self.tree.nodes.append(None)
+        self.tree.nodes[node.ino] = node
+        parent.children[name] = node  # type: ignore[index]
+        if node.kind == DIRECTORY:
+            node.parent = parent
+            parent.nlink += 1
+        elif node.parent is None:
+            node.parent = parent
+        self._touch(parent, t)
+
+    def _detach(self, parent: Node, name: bytes, t: int, keep: bool = False) -> None:
+        node = parent.children.pop(name)  # type: ignore[union-attr]
+        if node.kind == DIRECTORY:
+            parent.nlink -= 1
+        elif not keep:
+            node.nlink -= 1
+            node.cache = None
+        self._touch(parent, t)
+
+    @staticmethod
+    def _touch(directory: Node, t: int) -> None:
+        directory.mtime_ns = t
+        directory.cache = None
+
+    # -- copy-up -------------------------------------------------------------------------
+
+    def copy_up(self, node: Node) -> None:
+        """Give a lower file its own data in this layer (atomic: built in work/, renamed)."""
+        if node.upper or node.kind != REGULAR:
+            return
+        staged = self.work / str(node.ino)
+        if node.payload:
+            shutil.copyfile(node.payload, staged)  # sendfile/copy_file_range underneath
+        else:
+            staged.touch()
+        os.utime(staged, ns=(node.mtime_ns, node.mtime_ns))  # the data file carries the mtime
+        os.replace(staged, self.data_path(node.ino))
+        self.record(["data", node.ino])
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
