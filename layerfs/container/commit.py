@@ -50,12 +50,28 @@ def _marker(path: bytes) -> tarfile.TarInfo:
     return info
 
 
+def _names_of_linked_files(tree: MergedTree) -> dict[int, list[bytes]]:
+    """Every path of each regular file that has more than one name."""
+    names: dict[int, list[bytes]] = {}
+    stack: list[tuple[Node, bytes]] = [(tree.root, b"")]
+    while stack:
+        directory, path = stack.pop()
+        for name, node in directory.children.items():  # type: ignore[union-attr]
+            if node.kind == DIRECTORY:
+                stack.append((node, path + b"/" + name))
+            elif node.kind == REGULAR and node.nlink > 1:
+                names.setdefault(node.ino, []).append(path + b"/" + name)
+    return names
+
+
 class _LayerWriter:
     def __init__(self, tar: tarfile.TarFile, current: MergedTree) -> None:
         self.tar = tar
         self.current = current
         self.written_dirs: set[bytes] = {b""}
+        self.written_files: set[bytes] = set()
         self.first_name: dict[int, str] = {}
+        self.linked_names = _names_of_linked_files(current)
 
     def parents(self, path: bytes) -> None:
         """Write the directories above `path` that the layer has not written yet."""
@@ -77,23 +93,33 @@ class _LayerWriter:
         node = change.node
         if node is None or node.kind not in _TAR_TYPE:
             return  # sockets live only as long as the container
-        info = _info(change.path, node)
         if node.kind == DIRECTORY:
-            self.tar.addfile(info)
+            self.tar.addfile(_info(change.path, node))
             self.written_dirs.add(change.path)
             if change.opaque:
                 self.tar.addfile(_marker(change.path + b"/" + OPAQUE))
-        elif node.kind == REGULAR and node.ino in self.first_name:
+        elif node.kind == REGULAR:
+            # A layer can only link names it holds: a changed file with several names
+            # brings all of them, or the names left in lower layers would come apart.
+            for path in [change.path, *self.linked_names.get(node.ino, ())]:
+                if path not in self.written_files:
+                    self.parents(path)
+                    self._file(path, node)
+        else:
+            self.tar.addfile(_info(change.path, node))
+
+    def _file(self, path: bytes, node: Node) -> None:
+        info = _info(path, node)
+        self.written_files.add(path)
+        if node.ino in self.first_name:
             info.type, info.linkname = tarfile.LNKTYPE, self.first_name[node.ino]
             self.tar.addfile(info)
-        elif node.kind == REGULAR:
-            self.first_name[node.ino] = info.name
-            info.size = node.size
-            if node.payload:
-                with open(node.payload, "rb") as data:
-                    self.tar.addfile(info, data)
-            else:
-                self.tar.addfile(info)
+            return
+        self.first_name[node.ino] = info.name
+        info.size = node.size
+        if node.payload:
+            with open(node.payload, "rb") as data:
+                self.tar.addfile(info, data)
         else:
             self.tar.addfile(info)
 

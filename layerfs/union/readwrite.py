@@ -187,7 +187,7 @@ class ReadWriteOperations(ReadOnlyOperations):
         if fields.update_size:
             if node.kind != REGULAR:
                 raise _fail(errno.EINVAL)
-            self.upper.copy_up(node)
+            self.upper.copy_up(node, keep_data=attr.st_size > 0)
             os.truncate(node.payload, attr.st_size)
             self.mapped.pop(node.ino, None)
             changes["size"] = attr.st_size
@@ -249,7 +249,7 @@ class ReadWriteOperations(ReadOnlyOperations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self.node(inode)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
-            self.upper.copy_up(node)
+            self.upper.copy_up(node, keep_data=not flags & os.O_TRUNC)
             self.mapped.pop(node.ino, None)
             if flags & os.O_TRUNC:
                 os.truncate(node.payload, 0)

@@ -201,12 +201,14 @@ class UpperLayer:
 
     # -- copy-up -------------------------------------------------------------------------
 
-    def copy_up(self, node: Node) -> None:
-        """Give a lower file its own data in this layer (atomic: built in work/, renamed)."""
+    def copy_up(self, node: Node, keep_data: bool = True) -> None:
+        """Give a lower file its own data in this layer (atomic: built in work/, renamed).
+
+        keep_data=False is for a file about to be truncated to nothing: no point copying."""
         if node.upper or node.kind != REGULAR:
             return
         staged = self.work / str(node.ino)
-        if node.payload:
+        if node.payload and keep_data:
             shutil.copyfile(node.payload, staged)  # sendfile/copy_file_range underneath
         else:
             staged.touch()
