@@ -169,6 +169,6 @@ def cmd_mounts(store: Store, args: argparse.Namespace) -> None:
     if args.json:
         print_json([r.to_json() for r in records])
         return
-    table(["MOUNTPOINT", "IMAGE", "IMAGE ID", "PID"],
-          [[r.mountpoint, r.image, r.id.split(":", 1)[1][:12], str(r.pid)] for r in records])
+    table(["MOUNTPOINT", "IMAGE OR CONTAINER", "ID", "PID"],
+          [[r.mountpoint, r.image, r.id.removeprefix("sha256:")[:12], str(r.pid)] for r in records])
 

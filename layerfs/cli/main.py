@@ -46,9 +46,10 @@ def _parser() -> argparse.ArgumentParser:
                              "${XDG_DATA_HOME:-~/.local/share}/layerfs for other users)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, func, help: str, description: str | None = None) -> argparse.ArgumentParser:  # noqa: A002, ANN001
-        p = sub.add_parser(name, help=help, description=description or help,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    def command(name: str, func, help: str, description: str | None = None,  # noqa: A002, ANN001
+                under: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
+        p = under.add_parser(name, help=help, description=description or help,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         return p
 
@@ -124,23 +125,18 @@ def _parser() -> argparse.ArgumentParser:
 
     volume = command("volume", None, "manage named data volumes",
                      "Named data volumes live outside every container and survive their removal.")
-    volume_sub = volume.add_subparsers(dest="volume_command", metavar="COMMAND", required=True)
+    volumes = volume.add_subparsers(dest="volume_command", metavar="COMMAND", required=True)
 
-    def volume_command(name: str, func, help: str) -> argparse.ArgumentParser:  # noqa: A002, ANN001
-        p = volume_sub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
-        return p
-
-    p = volume_command("create", cc.cmd_volume_create, "create a volume and print its name")
+    p = command("create", cc.cmd_volume_create, "create a volume and print its name", under=volumes)
     p.add_argument("name", metavar="NAME", nargs="?", help="the volume's name (default: a random id)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="attach a label (repeatable)")
-    p = volume_command("ls", cc.cmd_volume_ls, "list volumes")
+    p = command("ls", cc.cmd_volume_ls, "list volumes", under=volumes)
     p.add_argument("--json", action="store_true", help="print a JSON list (name, created, mountpoint, labels, driver)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the names")
-    p = volume_command("inspect", cc.cmd_volume_inspect, "print volumes as JSON")
+    p = command("inspect", cc.cmd_volume_inspect, "print volumes as JSON", under=volumes)
     p.add_argument("names", metavar="NAME", nargs="+", help="the volumes")
-    p = volume_command("rm", cc.cmd_volume_rm, "remove volumes and their data")
+    p = command("rm", cc.cmd_volume_rm, "remove volumes and their data", under=volumes)
     p.add_argument("names", metavar="NAME", nargs="+", help="the volumes")
     return parser
 

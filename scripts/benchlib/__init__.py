@@ -2,7 +2,9 @@
 kernel overlayfs, fuse-overlayfs and layerfs, time workloads and report.
 
 Modules, bottom to top: util (commands, logging, paths) -> mounts (tracking and
-cleanup) -> ocilayout (overlay dir -> OCI layer tar) -> imagebuild (the cached
-images) -> filesystems (the three contenders) -> workloads (what is timed) ->
-report (table, targets, JSON) -> cli.
+cleanup of mounts and other leftovers) -> ocilayout (overlay dir -> OCI layer
+tar) -> imagebuild (the cached images) -> filesystems (the three contenders) ->
+model (metrics, results) -> writable (a fresh read-write layer per run:
+upper dir or container) -> writeloads (the write workloads) -> workloads (the
+read-only ones, and the loop over all) -> report (table, targets, JSON) -> cli.
 """

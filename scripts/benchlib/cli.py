@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,30 +15,54 @@ from . import mounts
 from .filesystems import DEFAULT_LAYERFS, Filesystem, all_filesystems
 from .imagebuild import BenchImage, CachePaths, ensure_images
 from .report import any_failed, render_json, render_table
-from .util import DEFAULT_CACHE, BenchError, format_duration, log
-from .workloads import GROUPS, TAR_SUBTREE, Env, Results, run_benchmark
+from .util import DEFAULT_CACHE, BenchError, exclusive, format_duration, log
+from .model import Env, Results
+from .workloads import GROUPS, TAR_SUBTREE, run_benchmark
+from .writeloads import (
+    COMMIT_FILE_MIB,
+    COMMIT_FILES,
+    CP_SOURCE,
+    RMRF_TARGETS,
+    SMALL_FILES,
+    UNTAR_FILES,
+    WRITE_GROUPS,
+    ensure_write_inputs,
+)
 
 FS_NAMES = ["kernel", "fuse-overlayfs", "layerfs"]
 
 DESCRIPTION = """\
-Time read-only workloads on kernel overlayfs, fuse-overlayfs and layerfs, all
-mounting the same images, and check layerfs against the targets: every
-workload <= 1.0x fuse-overlayfs, warm workloads <= 1.5x kernel overlayfs, a
-100-layer walk <= 1.1x the 3-layer walk. Runs as root. The images (Debian
-bookworm minbase + python3 + a 1 GiB file, and the same tree in 100 layers)
-are built on first use and cached under the cache directory (about a minute
-with a fast Debian mirror; 5 GB, plus 5 GB for the layerfs bench store)."""
+Time read-only and write workloads on kernel overlayfs, fuse-overlayfs and
+layerfs, all mounting the same images, and check layerfs against the targets:
+every workload <= 1.0x fuse-overlayfs, warm read-only workloads <= 1.5x
+kernel overlayfs, a 100-layer walk <= 1.1x the 3-layer walk. Runs as root.
+The images (Debian bookworm minbase + python3 + a 1 GiB file, and the same
+tree in 100 layers) are built on first use and cached under the cache
+directory (about a minute with a fast Debian mirror; 5 GB, plus 5 GB for the
+layerfs bench store; the write workloads need 2 GB more while they run)."""
 
 EPILOG = f"""\
 workloads (for --only):
-  walk     stat every entry with `find MP -ls`, cold and warm; daemon RSS after it
-  read     read the 1 GiB file with dd bs=1M, cold and warm
-  tar      `tar cf - -C MP {TAR_SUBTREE} | cat`, cold and warm
-  mount    time from the mount command's start until `ls MP` answers
-  walk100  the walk on the 100-layer image (and its ratio to the 3-layer walk)
+  read-only, on the image mounted read-only:
+  walk       stat every entry with `find MP -ls`, cold and warm; daemon RSS after it
+  read       read the 1 GiB file with dd bs=1M, cold and warm
+  tar        `tar cf - -C MP {TAR_SUBTREE} | cat`, cold and warm
+  mount      time from the mount command's start until `ls MP` answers
+  walk100    the walk on the 100-layer image (and its ratio to the 3-layer walk)
+  write, each on a fresh read-write mount per run (layerfs: a new container;
+  the others: the image's layer dirs + a new empty upper and work dir):
+  cp         `cp -a MP/{CP_SOURCE} MP/copy`
+  rmrf       `rm -rf` MP/{' MP/'.join(RMRF_TARGETS)}
+  append     append one byte to the 1 GiB lower file, fsync (copy-up)
+  untar      untar a {UNTAR_FILES // 1000}k-file tarball (1 KiB files) into MP/untar
+  smallfiles create+write {SMALL_FILES // 1000}k files of 1 KiB in a new dir, then delete them
+  commit     write {COMMIT_FILES} x {COMMIT_FILE_MIB} MiB, unmount, time `layerfs commit`;
+             for the peers: `tar -C UPPER -cf - . | tee layer.tar | sha256sum`
 
 cold = fresh mount, then `sync; echo 3 > /proc/sys/vm/drop_caches`;
 warm = the same command again right after, on the same mount (best of 3).
+write workloads: the image's data warm (an untimed run first), nothing
+dropped; `sync` before each timed command; only the command is timed.
 Exit status: 0 done (1 with --check if a target FAILs), 1 error, 130 interrupted."""
 
 
@@ -158,8 +183,9 @@ class Outcome:
 
 def _prepare(filesystems: list[Filesystem], groups: list[str], images: tuple[BenchImage, BenchImage],
              results: Results) -> list[Filesystem]:
-    """One-time work per filesystem (layerfs: import); one that fails it is
-    reported as an error in every workload and left out of the runs."""
+    """One-time work per filesystem (layerfs: import, and removing containers a
+    killed earlier run left); one that fails it is reported as an error in every
+    workload and left out of the runs."""
     image3, image100 = images
     runnable = []
     for fs in filesystems:
@@ -167,6 +193,8 @@ def _prepare(filesystems: list[Filesystem], groups: list[str], images: tuple[Ben
             fs.prepare(image3)
             if "walk100" in groups:
                 fs.prepare(image100)
+            if set(groups) & set(WRITE_GROUPS):
+                fs.remove_leftovers()
         except BenchError as exc:
             log(f"{fs.key} failed to prepare: {exc}")
             for group in groups:
@@ -180,6 +208,7 @@ def _run(args: argparse.Namespace, paths: CachePaths) -> Outcome | None:
     """Build what is missing, then run the workloads (None with --build-only)."""
     paths.mnt.mkdir(parents=True, exist_ok=True)
     mounts.remove_stale(paths.mnt)
+    _remove_scratch(paths)
     built_now = ensure_images(paths, rebuild=args.rebuild)
     notes = [_build_note(paths, built_now)]
     if args.build_only:
@@ -187,12 +216,23 @@ def _run(args: argparse.Namespace, paths: CachePaths) -> Outcome | None:
         return None
     filesystems = select_filesystems(args, paths, notes)
     groups = args.only or GROUPS
+    ensure_write_inputs(paths, groups)
     images = paths.images()
     results = Results()
     runnable = _prepare(filesystems, groups, images, results)
     load_start = os.getloadavg()[0]
-    run_benchmark(runnable, groups, args.reps, Env(*images, paths.mnt, results))
+    try:
+        run_benchmark(runnable, groups, args.reps, Env(*images, paths, results))
+    finally:
+        _remove_scratch(paths)
     return Outcome(filesystems, groups, results, (load_start, os.getloadavg()[0]), notes)
+
+
+def _remove_scratch(paths: CachePaths) -> None:
+    """The peers' upper/work dirs: normally each is removed after its run, but a
+    killed run leaves them (only after its mounts are gone, see remove_stale)."""
+    if paths.scratch.exists():
+        shutil.rmtree(paths.scratch)
 
 
 def _print_report(args: argparse.Namespace, paths: CachePaths, outcome: Outcome) -> None:
@@ -202,8 +242,16 @@ def _print_report(args: argparse.Namespace, paths: CachePaths, outcome: Outcome)
     notes += _prepare_notes(outcome.filesystems)
     notes += _listing_notes(results, paths.logs)
     notes += [f"error: {group} on {fs}: {msg}" for group, by_fs in results.errors.items() for fs, msg in by_fs.items()]
-    notes.append("fo = fuse-overlayfs, k = kernel overlayfs; cold = fresh mount + drop_caches, "
-                 "warm = best of 3 runs of the same command right after, on that mount")
+    notes.append("fo = fuse-overlayfs, k = kernel overlayfs")
+    if set(outcome.groups) - set(WRITE_GROUPS):
+        notes.append("read-only workloads: cold = fresh mount + drop_caches, "
+                     "warm = best of 3 runs of the same command right after, on that mount")
+    if set(outcome.groups) & set(WRITE_GROUPS):
+        notes.append("write workloads: a fresh read-write mount per run (layerfs: new container; k, fo: "
+                     "the lower dirs + new upper/work dirs, default options); image data warm "
+                     "(one untimed run first, no drop_caches), `sync` before each timed command, "
+                     "only the command timed; commit for k and fo = `tar -C UPPER -cf - . | tee "
+                     "layer.tar | sha256sum` (they have no commit)")
     if args.json:
         meta = {"reps": args.reps, "workloads": outcome.groups, "notes": notes, "kernel": platform.release(),
                 "cpus": os.cpu_count(), "loadavg_start": load[0], "loadavg_end": load[1]}
@@ -219,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     paths = CachePaths(args.cache)
     try:
-        with mounts.cleanup_on_exit():
+        with exclusive(paths.root), mounts.cleanup_on_exit():
             outcome = _run(args, paths)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

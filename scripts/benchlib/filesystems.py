@@ -2,7 +2,9 @@
 
 All three mount the same image read-only: kernel overlayfs and fuse-overlayfs
 straight from the overlay-format layer dirs, layerfs from its own store after
-importing the OCI layout written from those same dirs.
+importing the OCI layout written from those same dirs. For the write workloads
+the peers mount those dirs read-write over a fresh upper dir, and layerfs
+mounts a fresh container (see writable.py, which drives these commands).
 """
 
 from __future__ import annotations
@@ -69,6 +71,14 @@ def _wait_exit(pid: int | None, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def _release_quietly(record: mounts.ActiveMount) -> None:
+    """Unmount after a failure; an error is logged (release has detached the mount anyway)."""
+    try:
+        mounts.release(record)
+    except Exception as exc:  # noqa: BLE001 - the original failure matters more
+        log(f"unmounting {record.mountpoint} failed: {exc}")
+
+
 class Filesystem:
     """Base: subclasses give `key`, the mount and unmount commands and how to find
     the daemon; the mounting, registration and waiting are shared."""
@@ -85,6 +95,9 @@ class Filesystem:
     def prepare(self, image: BenchImage) -> None:
         """One-time work before any timed mount (import into a store...)."""
 
+    def remove_leftovers(self) -> None:
+        """Remove what a killed earlier run left besides mounts and scratch dirs."""
+
     def mount_argv(self, image: BenchImage, mountpoint: Path) -> tuple[list[str], Path | None]:
         raise NotImplementedError
 
@@ -97,11 +110,15 @@ class Filesystem:
     def start_mount(self, image: BenchImage, mountpoint: Path) -> mounts.ActiveMount:
         """Run the mount command and register the mount: the timed part of `mount → ls`."""
         argv, cwd = self.mount_argv(image, mountpoint)
+        return self.mount_with(argv, cwd, mountpoint, image.ref)
+
+    def mount_with(self, argv: list[str], cwd: Path | None, mountpoint: Path, what: str) -> mounts.ActiveMount:
+        """Run a mount command and register the mount at once, so cleanup finds it."""
         proc = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0:
             mounts.force_unmount(mountpoint)  # in case it got half way
-            raise BenchError(f"{self.key}: mounting {image.ref} failed: {proc.stderr.strip()[-300:]}")
+            raise BenchError(f"{self.key}: mounting {what} failed: {proc.stderr.strip()[-300:]}")
         record = mounts.register(mountpoint, lambda: self._unmount(record))
         return record
 
@@ -129,12 +146,30 @@ class Filesystem:
         pid = self.attach_pid(record)
         try:
             yield Mounted(mountpoint, pid)
-        finally:
-            mounts.release(record)
+        except BaseException:
+            _release_quietly(record)  # an unmount error must not hide the failure (or Ctrl-C)
+            raise
+        mounts.release(record)
 
 
-class KernelOverlay(Filesystem):
-    """Kernel overlayfs, read-only (lower layers only): the speed ceiling."""
+class Overlay(Filesystem):
+    """Kernel overlayfs and fuse-overlayfs take the same options; only the command differs."""
+
+    def rw_mount_argv(self, image: BenchImage, upper: Path, work: Path,
+                      mountpoint: Path) -> tuple[list[str], Path | None]:
+        """Read-write mount of the image's layers over an empty `upper` (with its `work` dir)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def rw_options(image: BenchImage, upper: Path, work: Path) -> tuple[str, Path]:
+        """`lowerdir=...,upperdir=...,workdir=...` (lowers relative, as `_lowerdir` explains),
+        and the directory to run the mount command in."""
+        lowerdir, cwd = _lowerdir(image)
+        return f"lowerdir={lowerdir},upperdir={upper.resolve()},workdir={work.resolve()}", cwd
+
+
+class KernelOverlay(Overlay):
+    """Kernel overlayfs: the speed ceiling."""
 
     key = "kernel"
 
@@ -147,12 +182,18 @@ class KernelOverlay(Filesystem):
         lowerdir, cwd = _lowerdir(image)
         return ["mount", "-t", "overlay", "overlay", "-o", f"ro,lowerdir={lowerdir}", str(mountpoint)], cwd
 
+    def rw_mount_argv(self, image: BenchImage, upper: Path, work: Path,
+                      mountpoint: Path) -> tuple[list[str], Path | None]:
+        """The kernel's default features (this is what a container runtime gets)."""
+        options, cwd = self.rw_options(image, upper, work)
+        return ["mount", "-t", "overlay", "overlay", "-o", options, str(mountpoint)], cwd
+
     def unmount_argv(self, mountpoint: Path) -> list[str]:
         return ["umount", str(mountpoint)]
 
 
-class FuseOverlayfs(Filesystem):
-    """fuse-overlayfs (C, libfuse 3), read-only: the userspace peer to beat."""
+class FuseOverlayfs(Overlay):
+    """fuse-overlayfs (C, libfuse 3): the userspace peer to beat."""
 
     key = "fuse-overlayfs"
 
@@ -162,6 +203,11 @@ class FuseOverlayfs(Filesystem):
     def mount_argv(self, image: BenchImage, mountpoint: Path) -> tuple[list[str], Path | None]:
         lowerdir, cwd = _lowerdir(image)
         return ["fuse-overlayfs", "-o", f"ro,lowerdir={lowerdir}", str(mountpoint)], cwd
+
+    def rw_mount_argv(self, image: BenchImage, upper: Path, work: Path,
+                      mountpoint: Path) -> tuple[list[str], Path | None]:
+        options, cwd = self.rw_options(image, upper, work)
+        return ["fuse-overlayfs", "-o", options, str(mountpoint)], cwd
 
     def unmount_argv(self, mountpoint: Path) -> list[str]:
         return ["fusermount3", "-u", str(mountpoint)]
@@ -184,6 +230,7 @@ class Layerfs(Filesystem):
     """layerfs through its CLI (as README.md and `layerfs --help` describe it), with a bench store."""
 
     key = "layerfs"
+    RW_PREFIX = "bench-rw-"  # names of the bench's containers and committed images
 
     def __init__(self, binary: Path, store: Path) -> None:
         super().__init__()
@@ -217,6 +264,57 @@ class Layerfs(Filesystem):
 
     def mount_argv(self, image: BenchImage, mountpoint: Path) -> tuple[list[str], Path | None]:
         return self._cli("mount", image.name, str(mountpoint)), None
+
+    # -- containers (the write workloads)
+
+    def create_container(self, image: BenchImage, name: str) -> None:
+        run(self._cli("create", image.ref, "--name", name), quiet=True)
+
+    def container_mount_argv(self, name: str, mountpoint: Path) -> tuple[list[str], Path | None]:
+        """`layerfs mount` takes a container name first: the mount is read-write."""
+        return self._cli("mount", name, str(mountpoint)), None
+
+    def commit_argv(self, name: str, ref: str) -> list[str]:
+        return self._cli("commit", name, ref)
+
+    def remove_container(self, name: str) -> None:
+        """`layerfs rm`; a container that is already gone is fine (cleanup after a
+        failed create)."""
+        self._remove("rm", name)
+
+    def remove_image(self, ref: str) -> None:
+        """`layerfs rmi`; an image that was never made is fine (interrupted commit)."""
+        self._remove("rmi", ref)
+
+    def _remove(self, command: str, name: str) -> None:
+        proc = run(self._cli(command, name), capture=True, check=False)
+        if proc.returncode not in (0, 3):  # 3: unknown reference
+            raise BenchError(f"layerfs {command} {name} exited {proc.returncode}: {proc.stderr.strip()}")
+
+    def _wait_daemons(self, names: set[str]) -> None:
+        """`remove_stale` has detached the killed run's mounts, but their daemons
+        exit only once the kernel lets go, and `layerfs rm` refuses a container
+        whose daemon still serves it."""
+        listing = json.loads(run(self._cli("mounts", "--json"), capture=True).stdout)
+        for entry in listing:
+            if entry.get("image") in names:
+                _wait_exit(int(entry["pid"]))
+
+    def remove_leftovers(self) -> None:
+        """Remove the containers and images a SIGKILLed earlier run left in the
+        bench store (their names start with RW_PREFIX)."""
+        prefix = self.RW_PREFIX
+        containers = json.loads(run(self._cli("ps", "-a", "--json"), capture=True).stdout)
+        stale = [c["name"] for c in containers if c.get("name", "").startswith(prefix)]
+        if stale:
+            log(f"removing containers left by an earlier run: {', '.join(stale)}")
+            self._wait_daemons(set(stale))
+            run(self._cli("rm", *stale), quiet=True)
+        images = json.loads(run(self._cli("images", "--json"), capture=True).stdout)
+        refs = [n for image in images for n in image.get("names", []) if n.startswith(prefix)]
+        if refs:
+            log(f"removing images left by an earlier run: {', '.join(refs)}")
+            run(self._cli("rmi", *refs), quiet=True)
 
     def unmount_argv(self, mountpoint: Path) -> list[str]:
         return self._cli("umount", str(mountpoint))

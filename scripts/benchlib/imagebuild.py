@@ -90,6 +90,16 @@ class CachePaths:
     def store(self) -> Path:
         return self.root / "store"
 
+    @property
+    def scratch(self) -> Path:
+        """Upper and work dirs of the peers' read-write mounts (emptied at start)."""
+        return self.root / "rw"
+
+    @property
+    def inputs(self) -> Path:
+        """Files the write workloads copy in (built once, kept)."""
+        return self.root / "inputs"
+
     def images(self) -> tuple[BenchImage, BenchImage]:
         return (
             BenchImage("bench:latest", self.layers3, self.layout3),

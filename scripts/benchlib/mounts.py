@@ -5,6 +5,11 @@ run (busy mount points, stale caches), so each mount is registered the moment it
 exists and `cleanup()` runs from a `finally`, on Ctrl-C and on SIGTERM/SIGHUP.
 Mounts left by a run that was SIGKILLed are found in /proc/self/mountinfo under
 the bench's mount directory and removed at the next start.
+
+The write workloads also leave things that are not mounts (upper and work
+dirs, layerfs containers, committed images); those are registered as
+leftovers and removed by `cleanup()` after every mount is gone, since most of
+them cannot be removed while mounted.
 """
 
 from __future__ import annotations
@@ -31,6 +36,32 @@ class ActiveMount:
 
 
 _active: list[ActiveMount] = []
+
+
+@dataclass(eq=False)
+class Leftover:
+    """Something a run created besides a mount, and how to remove it."""
+
+    what: str
+    remove: Callable[[], None]
+
+
+_leftovers: list[Leftover] = []
+
+
+def register_leftover(what: str, remove: Callable[[], None]) -> Leftover:
+    """Remember something to remove if the run ends before `discard` does it."""
+    record = Leftover(what, remove)
+    _leftovers.append(record)
+    return record
+
+
+def discard(record: Leftover) -> None:
+    """Remove one leftover now (normal path). If that fails it stays registered,
+    so that the final cleanup tries again (a daemon may just have been slow)."""
+    record.remove()
+    if record in _leftovers:
+        _leftovers.remove(record)
 
 
 def register(mountpoint: Path, unmount: Callable[[], None]) -> ActiveMount:
@@ -103,7 +134,7 @@ def wait_unmounted(mountpoint: Path, timeout: float = 10.0) -> None:
 
 
 def cleanup() -> None:
-    """Remove every registered mount, newest first; never raises."""
+    """Remove every registered mount, then every leftover, newest first; never raises."""
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not strand mounts
     try:
         while _active:
@@ -113,6 +144,12 @@ def cleanup() -> None:
             except Exception as exc:  # noqa: BLE001 - cleanup must go on
                 log(f"unmounting {record.mountpoint} failed ({exc}); detaching it")
             force_unmount(record.mountpoint)
+        while _leftovers:
+            leftover = _leftovers.pop()
+            try:
+                leftover.remove()
+            except Exception as exc:  # noqa: BLE001 - cleanup must go on
+                log(f"removing {leftover.what} failed: {exc}")
     finally:
         signal.signal(signal.SIGINT, old)
 

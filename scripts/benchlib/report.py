@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .workloads import METRICS, Metric, Results
+from .model import Metric, Results
+from .workloads import METRICS
 
 FS_KEYS = ["kernel", "fuse-overlayfs", "layerfs"]
-PEER_LIMIT = 1.0  # every read-only workload: layerfs <= 1.0x fuse-overlayfs
+PEER_LIMIT = 1.0  # every timed workload, read-only and write: layerfs <= 1.0x fuse-overlayfs
 KERNEL_WARM_LIMIT = 1.5  # warm workloads: layerfs <= 1.5x kernel overlayfs
 LAYER_SCALING_LIMIT = 1.1  # 100-layer walk <= 1.1x the 3-layer walk
 

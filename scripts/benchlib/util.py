@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_CACHE = Path(os.environ.get("LAYERFS_BENCH_CACHE", "/var/cache/layerfs-bench"))
@@ -75,6 +77,19 @@ def timed(argv: Sequence[str | os.PathLike[str]], *, shell: bool = False) -> flo
         shown = args if isinstance(args, str) else shlex.join(args)
         raise BenchError(f"timed command `{shown}` failed: {proc.stderr.strip()[-300:]}")
     return elapsed
+
+
+@contextmanager
+def exclusive(cache: Path) -> Iterator[None]:
+    """One bench at a time per cache directory: two would share mount points and
+    scratch dirs, and each removes the other's "stale" mounts at start."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BenchError(f"another scripts/bench is running on {cache}") from None
+        yield
 
 
 def drop_caches() -> None:

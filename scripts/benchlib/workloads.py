@@ -1,5 +1,8 @@
 """What is timed, and how repetitions are run and collected.
 
+This module holds the read-only workloads; the write workloads are in
+writeloads.py, and both are run by `run_benchmark` here.
+
 Every cold figure comes from a fresh mount followed by `sync; echo 3 >
 /proc/sys/vm/drop_caches`; the warm figure is the same command run again right
 after, on the same mount (best of WARM_RUNS runs: on a busy 2-core machine the
@@ -10,34 +13,22 @@ filesystem, so process start-up costs cancel out of the ratios.
 from __future__ import annotations
 
 import shlex
-import statistics
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import mounts
 from .filesystems import Filesystem
 from .imagebuild import BIG_FILE, BenchImage
+from .model import Env, Metric, Results, Runner
 from .util import BenchError, drop_caches, log, timed
+from .writeloads import WRITE_GROUPS, WRITE_METRICS, WRITE_RUNNERS
 
 TAR_SUBTREE = "usr/lib/python3.11"  # ~1.2k entries, 27 MB in the bench image
 WARM_RUNS = 3
 
-
-@dataclass(frozen=True)
-class Metric:
-    """One row of the report."""
-
-    key: str
-    label: str
-    unit: str  # "s" or "MiB"
-    group: str
-    warm: bool = False
-
-
-METRICS = [
+READ_METRICS = [
     Metric("walk_cold", "stat every entry (find -ls), cold", "s", "walk"),
     Metric("walk_warm", "stat every entry (find -ls), warm", "s", "walk", warm=True),
     Metric("read_cold", "read 1 GiB file (dd bs=1M), cold", "s", "read"),
@@ -50,23 +41,7 @@ METRICS = [
     Metric("walk100_warm", "100 layers: stat every entry, warm", "s", "walk100", warm=True),
     Metric("rss_walk100", "100 layers: daemon RSS after the walk", "MiB", "walk100"),
 ]
-GROUPS = ["walk", "read", "tar", "mount", "walk100"]
-
-
-@dataclass
-class Results:
-    """Samples per metric and filesystem, plus what went wrong where."""
-
-    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    errors: dict[str, dict[str, str]] = field(default_factory=dict)  # group -> fs -> message
-    listings: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # image ref -> fs -> tree listing
-
-    def add(self, metric: str, fs: str, value: float) -> None:
-        self.samples.setdefault(metric, {}).setdefault(fs, []).append(value)
-
-    def median(self, metric: str, fs: str) -> float | None:
-        values = self.samples.get(metric, {}).get(fs)
-        return statistics.median(values) if values else None
+READ_GROUPS = ["walk", "read", "tar", "mount", "walk100"]
 
 
 # ---------------------------------------------------------------- the commands
@@ -124,16 +99,6 @@ def wait_listing(mountpoint: Path, timeout: float = 30.0) -> None:
 
 
 # ---------------------------------------------------------------- one repetition of a group
-
-
-@dataclass
-class Env:
-    """What a group runner needs besides the filesystem."""
-
-    image3: BenchImage
-    image100: BenchImage
-    mnt: Path
-    results: Results
 
 
 def _walk_on(fs: Filesystem, image: BenchImage, env: Env, prefix: str) -> dict[str, float]:
@@ -199,13 +164,17 @@ def run_mount(fs: Filesystem, env: Env, first: bool) -> dict[str, float]:
     return {"mount_ls": elapsed}
 
 
-RUNNERS: dict[str, Callable[[Filesystem, Env, bool], dict[str, float]]] = {
+READ_RUNNERS: dict[str, Runner] = {
     "walk": run_walk,
     "read": run_read,
     "tar": run_tar,
     "mount": run_mount,
     "walk100": run_walk100,
 }
+
+METRICS: list[Metric] = READ_METRICS + WRITE_METRICS  # the report's row order
+GROUPS = READ_GROUPS + WRITE_GROUPS  # the run order, and the names for --only
+RUNNERS: dict[str, Runner] = {**READ_RUNNERS, **WRITE_RUNNERS}
 
 
 def run_benchmark(filesystems: list[Filesystem], groups: list[str], reps: int, env: Env) -> Results:
