@@ -30,6 +30,7 @@ class Change:
     kind: str              # ADDED, CHANGED or DELETED
     node: Node | None      # the container's node (None when deleted)
     opaque: bool = False   # a directory made anew where the image had one
+    covered: bool = False  # a deletion an opaque directory above already hides
 
 
 def container_trees(store: Store, container: Container) -> tuple[MergedTree, MergedTree]:
@@ -51,26 +52,26 @@ def _differs(old: Node, new: Node) -> bool:
 
 
 def compare(base: MergedTree, current: MergedTree) -> Iterator[Change]:
-    """Every change, parents before their children (the order a layer tar needs)."""
-    stack: list[tuple[Node | None, Node, bytes]] = [(base.root, current.root, b"")]
+    """Every change, parents before their children (the order a layer tar needs).
+
+    Below a directory made anew, everything present is new content (an opaque
+    directory hides all it had), and what is gone is still reported, as covered."""
+    stack: list[tuple[Node | None, Node, bytes, bool]] = [(base.root, current.root, b"", False)]
     while stack:
-        old_dir, new_dir, path = stack.pop()
-        old_children = old_dir.children if old_dir is not None else {}
+        old_dir, new_dir, path, anew = stack.pop()
+        old_children = old_dir.children if old_dir is not None and old_dir.kind == DIRECTORY else {}
         for name, new in new_dir.children.items():  # type: ignore[union-attr]
             child_path = path + b"/" + name
             old = old_children.get(name)  # type: ignore[union-attr]
+            replaced = old is not None and old.ino != new.ino
             if old is None:
                 yield Change(child_path, ADDED, new)
-                below = None
-            elif old.ino != new.ino:
-                yield Change(child_path, CHANGED, new, opaque=old.kind == new.kind == DIRECTORY)
-                below = None
-            else:
-                if _differs(old, new):
-                    yield Change(child_path, CHANGED, new)
-                below = old
+            elif anew or replaced:
+                yield Change(child_path, CHANGED, new, opaque=replaced and old.kind == new.kind == DIRECTORY)
+            elif _differs(old, new):
+                yield Change(child_path, CHANGED, new)
             if new.kind == DIRECTORY:
-                stack.append((below, new, child_path))
+                stack.append((old, new, child_path, anew or replaced))
         for name in old_children:  # type: ignore[union-attr]
             if name not in new_dir.children:  # type: ignore[operator]
-                yield Change(path + b"/" + name, DELETED, None)
+                yield Change(path + b"/" + name, DELETED, None, covered=anew)

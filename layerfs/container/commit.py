@@ -51,7 +51,7 @@ def _marker(path: bytes) -> tarfile.TarInfo:
 
 
 def _names_of_linked_files(tree: MergedTree) -> dict[int, list[bytes]]:
-    """Every path of each regular file that has more than one name."""
+    """Every path of each non-directory that has more than one name."""
     names: dict[int, list[bytes]] = {}
     stack: list[tuple[Node, bytes]] = [(tree.root, b"")]
     while stack:
@@ -59,7 +59,7 @@ def _names_of_linked_files(tree: MergedTree) -> dict[int, list[bytes]]:
         for name, node in directory.children.items():  # type: ignore[union-attr]
             if node.kind == DIRECTORY:
                 stack.append((node, path + b"/" + name))
-            elif node.kind == REGULAR and node.nlink > 1:
+            elif node.nlink > 1:
                 names.setdefault(node.ino, []).append(path + b"/" + name)
     return names
 
@@ -85,6 +85,8 @@ class _LayerWriter:
                 self.written_dirs.add(prefix)
 
     def add(self, change: Change) -> None:
+        if change.covered:
+            return  # an opaque marker already hides it; whiteouts there confuse overlayfs
         self.parents(change.path)
         if change.kind == DELETED:
             head, _, name = change.path.rpartition(b"/")
@@ -98,17 +100,15 @@ class _LayerWriter:
             self.written_dirs.add(change.path)
             if change.opaque:
                 self.tar.addfile(_marker(change.path + b"/" + OPAQUE))
-        elif node.kind == REGULAR:
-            # A layer can only link names it holds: a changed file with several names
+        else:
+            # A layer can only link names it holds: a changed inode with several names
             # brings all of them, or the names left in lower layers would come apart.
             for path in [change.path, *self.linked_names.get(node.ino, ())]:
                 if path not in self.written_files:
                     self.parents(path)
-                    self._file(path, node)
-        else:
-            self.tar.addfile(_info(change.path, node))
+                    self._entry(path, node)
 
-    def _file(self, path: bytes, node: Node) -> None:
+    def _entry(self, path: bytes, node: Node) -> None:
         info = _info(path, node)
         self.written_files.add(path)
         if node.ino in self.first_name:
@@ -116,6 +116,9 @@ class _LayerWriter:
             self.tar.addfile(info)
             return
         self.first_name[node.ino] = info.name
+        if node.kind != REGULAR:
+            self.tar.addfile(info)
+            return
         info.size = node.size
         if node.payload:
             with open(node.payload, "rb") as data:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
 from layerfs.store.layout import Store
-from layerfs.union.mounts import FSTYPE, MountRecord, drop_record, live_mounts, mount_table, save_record
+from layerfs.union.mounts import (FSTYPE, MountRecord, daemon_alive, drop_record, live_mounts,
+                                  mount_table, save_record)
 
 if TYPE_CHECKING:
     import pyfuse3
@@ -175,12 +176,8 @@ def unmount(store: Store, path: Path, timeout: float = 10.0) -> None:
             raise Busy(f"{mountpoint} is busy: close the files and shells using it, then umount again")
         raise LayerfsError(f"cannot unmount {mountpoint}: {said[-1] if said else 'fusermount3 failed'}")
     deadline = time.monotonic() + timeout
-    while pid is not None and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.01)
+    while pid is not None and daemon_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
     drop_record(store, mountpoint)
 
 

@@ -67,7 +67,7 @@ def drop_record(store: Store, mountpoint: str) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def daemon_alive(pid: int) -> bool:
     """Whether a daemon still runs (a zombie waiting to be reaped does not)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -90,7 +90,7 @@ def live_mounts(store: Store) -> list[MountRecord]:
             record = MountRecord(**json.loads(Path(entry.path).read_text()))
         except (OSError, ValueError, TypeError):
             continue
-        if table.get(record.mountpoint) == FSTYPE and _alive(record.pid):
+        if table.get(record.mountpoint) == FSTYPE and daemon_alive(record.pid):
             live.append(record)
         else:
             drop_record(store, record.mountpoint)

@@ -274,6 +274,32 @@ def mount_overlay(layer_dirs: list[Path], mountpoint: Path) -> None:
                     os.path.abspath(mountpoint)], cwd=base, check=True, capture_output=True)
 
 
+# Read-write overlay options for the container differential tests. redirect_dir=on lets
+# the kernel rename lower and merged directories (recording a redirect xattr) instead of
+# answering EXDEV, which is what layerfs does too; index=on keeps a lower hard link
+# pair linked when one name is copied up, and counts nlink across unlink of one name
+# (ovl_nlink_start), which is what layerfs aims for. Both need upper and lowers on one
+# filesystem that supports file handles (ext4, tmpfs, xfs).
+RW_OPTIONS: tuple[str, ...] = ("redirect_dir=on", "index=on")
+
+
+def mount_overlay_rw(lowers: list[Path], upper: Path, work: Path, mountpoint: Path,
+                     options: tuple[str, ...] = RW_OPTIONS) -> None:
+    """Read-write kernel overlayfs: `lowers` (base first, as `layers_to_overlay_dirs`
+    returns them) under a writable `upper` with its `work` dir (both empty and on the
+    same filesystem). The lower directories are never changed, so one extraction can
+    serve many mounts, each with a fresh upper."""
+    dirs = [Path(d) for d in lowers]
+    base = os.path.commonpath([d.parent for d in dirs])
+    lowerdir = ":".join(os.path.relpath(d, base) for d in reversed(dirs))
+    option_string = ",".join([f"lowerdir={lowerdir}", f"upperdir={os.path.abspath(upper)}",
+                              f"workdir={os.path.abspath(work)}", *options])
+    if len(option_string) > _MAX_MOUNT_OPTIONS:
+        raise ValueError(f"{len(dirs)} layers do not fit in one mount option string")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", option_string,
+                    os.path.abspath(mountpoint)], cwd=base, check=True, capture_output=True)
+
+
 def mount_fuse_overlayfs(layer_dirs: list[Path], mountpoint: Path) -> None:
     """Read-only fuse-overlayfs of `layer_dirs` (base first), for comparison."""
     dirs = _with_floor(layer_dirs)
