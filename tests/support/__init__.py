@@ -5,4 +5,6 @@
 - `snapshot`: the same view read from a real directory (a mount), and a readable diff.
 - `kernel_overlay`: the same layers as kernel overlayfs / fuse-overlayfs mounts (root only).
 - `cases`: synthetic layer stacks covering the OCI layer rules.
+- `fsops`: filesystem operations (and a hypothesis strategy) replayed on a container
+  mount and on kernel overlayfs, answering errno names instead of raising.
 """
