@@ -19,8 +19,8 @@ from layerfs.image.transports import open_source
 from layerfs.store.layout import Store
 from layerfs.union.build import merged_tree, prune_tree_cache
 from layerfs.union.operations import image_operations
-from layerfs.union.daemon import check_mountpoint, mount, mounted_images, unmount
-from layerfs.union.mounts import live_mounts
+from layerfs.union.daemon import check_mountpoint, mount, unmount
+from layerfs.union.mounts import live_mounts, mounted_images
 
 
 def _display_name(image: Image) -> str:

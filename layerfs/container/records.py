@@ -8,16 +8,15 @@ container, and removed by renaming it out before deleting it.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from layerfs.container.naming import check_name, new_id
 from layerfs.errors import BadInput, NotFound
 from layerfs.store.layout import Store, write_atomic
+from layerfs.timestamps import now_rfc3339
 
 RECORD = "container.json"
 UPPER = "upper"
@@ -88,8 +87,7 @@ class Containers:
         check_name(name, "container")
         if any(c.name == name for c in self.all()):
             raise BadInput(f"the name {name!r} is already used by another container")
-        # Microseconds, so that `ps` orders containers made within one second.
-        created = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        created = now_rfc3339(precise=True)  # `ps` orders containers made within one second
         container = Container(container_id, name, image_id, image_digest, image_ref, created)
         building = Path(self.store.tmp) / f"container-{container_id}"
         (building / UPPER).mkdir(parents=True)
@@ -100,9 +98,7 @@ class Containers:
 
     def remove(self, container: Container) -> None:
         """Delete a container and its writable layer (callers hold store.locked())."""
-        doomed = Path(self.store.tmp) / f"removing-{container.id}"
-        os.rename(self.path(container), doomed)
-        shutil.rmtree(doomed)
+        self.store.discard(self.path(container))
 
     def layer_size(self, container: Container) -> int:
         """Bytes held by the writable layer."""

@@ -7,16 +7,15 @@ volume by name; removing a container never touches a volume.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from layerfs.container.naming import check_name, new_id
 from layerfs.errors import BadInput, NotFound
 from layerfs.store.layout import Store, write_atomic
+from layerfs.timestamps import now_rfc3339
 
 RECORD = "volume.json"
 DATA = "_data"
@@ -62,7 +61,7 @@ class Volumes:
         target = self.root / name
         if target.exists():
             raise BadInput(f"volume {name!r} already exists")
-        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        created = now_rfc3339()
         volume = Volume(name, created, str(target / DATA), labels)
         building = Path(self.store.tmp) / f"volume-{new_id()[:16]}"
         (building / DATA).mkdir(parents=True)
@@ -72,6 +71,4 @@ class Volumes:
         return volume
 
     def remove(self, volume: Volume) -> None:
-        doomed = Path(self.store.tmp) / f"removing-volume-{new_id()[:16]}"
-        os.rename(self.root / volume.name, doomed)
-        shutil.rmtree(doomed)
+        self.store.discard(self.root / volume.name)

@@ -9,7 +9,6 @@ to index.json last. Until that final rename the store lists no new image.
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 from pathlib import Path
 
@@ -21,12 +20,13 @@ from layerfs.image.source import SourceImage, SourceLayer
 from layerfs.layer.stored import StagedLayer, stage
 from layerfs.progress import Progress
 from layerfs.store.layout import Store
+from layerfs.timestamps import now_rfc3339
 
 
 def _build_config(staged: list[StagedLayer], source: SourceImage) -> bytes:
     """A config for a source that has none: its base config (commit) or a fresh one,
     with the staged layers as rootfs and one history line for what was added."""
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    now = now_rfc3339()
     os_name, arch = host_platform()
     config = copy.deepcopy(source.base_config) or {"architecture": arch, "os": os_name, "config": {}}
     config["created"] = now

@@ -108,6 +108,13 @@ class Store:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    def discard(self, path: Path) -> None:
+        """Delete a directory of the store so that it vanishes at once: renamed into tmp/
+        first, so a crash mid-delete leaves debris only where the next writer cleans up."""
+        doomed = Path(tempfile.mkdtemp(dir=self.tmp)) / "doomed"
+        os.rename(path, doomed)
+        shutil.rmtree(doomed.parent)
+
     # -- blobs ----------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:

@@ -179,9 +179,3 @@ def unmount(store: Store, path: Path, timeout: float = 10.0) -> None:
     while pid is not None and daemon_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.005)
     drop_record(store, mountpoint)
-
-
-def mounted_images(store: Store) -> dict[str, str]:
-    """image id -> a mount point using it, for refusing to remove images in use."""
-    return {r.id: r.mountpoint for r in live_mounts(store)}
-

@@ -77,6 +77,11 @@ def daemon_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+def mounted_images(store: Store) -> dict[str, str]:
+    """image id -> a mount point using it, for refusing to remove images in use."""
+    return {r.id: r.mountpoint for r in live_mounts(store)}
+
+
 def live_mounts(store: Store) -> list[MountRecord]:
     """Mounts of this store that are still mounted and served; stale records are removed."""
     if not store.mounts.is_dir():

@@ -90,6 +90,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         negative.entry_timeout = FOREVER
         self.negative = negative
         self.listings: dict[int, list[tuple[bytes, Node]]] = {}
+        self.bytes_used: int | None = None  # counted on the first statfs: the image never changes
 
     def attr(self, node: Node) -> pyfuse3.EntryAttributes:
         cached = node.cache
@@ -187,7 +188,9 @@ class ReadOnlyOperations(pyfuse3.Operations):
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         stats = pyfuse3.StatvfsData()
-        used = sum(n.size for n in self.nodes[1:] if n is not None and n.kind == REGULAR)
+        if self.bytes_used is None:
+            self.bytes_used = sum(n.size for n in self.nodes[1:] if n is not None and n.kind == REGULAR)
+        used = self.bytes_used
         stats.f_bsize = stats.f_frsize = 4096
         stats.f_blocks = (used + 4095) // 4096
         stats.f_bfree = stats.f_bavail = 0

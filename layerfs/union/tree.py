@@ -79,6 +79,13 @@ def _node_from_entry(entry: Entry, files_dir: str) -> Node:
                 os.path.join(files_dir, entry.payload) if entry.payload else "")
 
 
+def _count_directory_links(nodes: list[Node | None]) -> None:
+    """A directory's nlink: itself, its entry in the parent, and each subdirectory's ".."."""
+    for node in nodes:
+        if node is not None and node.kind == DIRECTORY:
+            node.nlink = 2 + sum(1 for c in node.children.values() if c.kind == DIRECTORY)  # type: ignore[union-attr]
+
+
 def _implicit_dir() -> Node:
     return Node(DIRECTORY, IMPLICIT_DIR_MODE, 0, 0)
 
@@ -155,9 +162,7 @@ class MergedTree:
             node.nlink = 1
             node.parent = parent
             nodes.append(node)
-        for node in nodes:
-            if node is not None and node.kind == DIRECTORY:
-                node.nlink = 2 + sum(1 for c in node.children.values() if c.kind == DIRECTORY)  # type: ignore[union-attr]
+        _count_directory_links(nodes)
         self.nodes = nodes
 
     def walk(self) -> Iterator[tuple[Node | None, bytes, Node]]:
@@ -196,9 +201,7 @@ class MergedTree:
                     node.parent = parent  # type: ignore[union-attr]
                 else:
                     node.nlink += 1  # type: ignore[union-attr]
-        for node in nodes:
-            if node is not None and node.kind == DIRECTORY:
-                node.nlink = 2 + sum(1 for c in node.children.values() if c.kind == DIRECTORY)  # type: ignore[union-attr]
+        _count_directory_links(nodes)
         tree.nodes = nodes
         return tree
 
