@@ -17,6 +17,7 @@ write the image's root-owned files in its own container.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from conftest import fuse_mounts_under
 from tests.support.fsops import (Append, Chmod, Chown, Link, Mkdir, Op, Rename, SetXattr,
                                  Symlink, Truncate, Unlink, Utime, WriteFile, run_ops_as)
 from tests.support.oci import (directory, file, hardlink, make_layer, symlink, whiteout,
@@ -398,3 +400,66 @@ def test_rm_of_a_mounted_container_is_refused(lfs: Layerfs, container: str) -> N
         assert probe1(lfs, mp, "etc/conf")["data"] == b"conf v1\n", "still mounted and served"
     assert [c["name"] for c in json.loads(lfs.run("ps", "-a", "--json").stdout)] == [container]
     lfs.run("rm", container)
+
+
+def test_rm_force_of_a_busy_mounted_container(lfs: Layerfs, container: str) -> None:
+    """rm -f takes a mounted container down even while a process sits inside the mount
+    (as podman rm -f does for a running one): the mount goes, the layer goes, and the
+    process inside gets an error instead of a daemon writing into a deleted layer."""
+    with mounted(lfs, container) as mp:
+        inside = subprocess.Popen(
+            lfs.wrap(["sh", "-c", 'cd "$1" && echo inside && exec sleep 60', "sh", str(mp)]),
+            env=lfs.env(), stdout=subprocess.PIPE)
+        try:
+            assert inside.stdout.readline() == b"inside\n"  # type: ignore[union-attr]
+            busy = lfs.run("umount", str(mp), check=False)
+            assert busy.returncode == 4, busy.stderr
+            assert lfs.run("rm", "-f", container).stdout.split() == [container]
+            assert str(mp) not in fuse_mounts_under(lfs.workdir)
+        finally:
+            inside.kill()
+            inside.wait()
+    assert json.loads(lfs.run("ps", "-a", "--json").stdout) == []
+    assert json.loads(lfs.run("mounts", "--json").stdout) == []
+    assert not any((lfs.root / "containers").iterdir())
+
+
+def _acl(*entries: tuple[int, int, int]) -> bytes:
+    """A system.posix_acl_access value: version 2, then (tag, perm, id) entries."""
+    return (2).to_bytes(4, "little") + b"".join(
+        tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + uid.to_bytes(4, "little")
+        for tag, perm, uid in entries)
+
+
+_SET_ACL = r"""
+import os, stat, sys
+path, value = sys.argv[1], bytes.fromhex(sys.argv[2])
+os.setxattr(path, "system.posix_acl_access", value)
+print(oct(stat.S_IMODE(os.lstat(path).st_mode)), " ".join(sorted(os.listxattr(path))))
+"""
+
+
+def test_posix_acl_is_stored_as_on_ext4(lfs: Layerfs, container: str) -> None:
+    """cp -a and tar --acls set an access ACL on every file; one that only restates the
+    mode becomes the mode (no xattr, as ext4 stores it), or every copied file would
+    carry an ACL into diff and commit. An extended ACL is kept, with the mask as the
+    group bits of the mode."""
+    minimal = _acl((0x01, 6, 0xFFFFFFFF), (0x04, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF))
+    extended = _acl((0x01, 7, 0xFFFFFFFF), (0x02, 6, 1234), (0x04, 4, 0xFFFFFFFF),
+                    (0x10, 6, 0xFFFFFFFF), (0x20, 4, 0xFFFFFFFF))
+    with mounted(lfs, container) as mp:
+        def set_acl(path: str, value: bytes) -> list[str]:
+            return lfs.sh([sys.executable, "-c", _SET_ACL, str(mp / path), value.hex()]
+                          ).stdout.decode().split()
+
+        # new files, so that the rootless user owns them (the kernel lets only the owner set an ACL)
+        assert do(lfs, mp, WriteFile("one", b"1", 0o600), WriteFile("two", b"2", 0o600)) == ["ok"] * 2
+        assert set_acl("one", minimal) == ["0o640"]
+        assert set_acl("two", extended) == ["0o764", "system.posix_acl_access"]
+        assert set_acl("two", minimal) == ["0o640"]
+        bad = lfs.sh([sys.executable, "-c", _SET_ACL, str(mp / "one"), "0200"], check=False)
+        assert bad.returncode != 0 and b"Invalid argument" in bad.stderr
+    assert diff_json(lfs, container) == {"/one": "A", "/two": "A"}
+    with mounted(lfs, container) as mp:
+        assert probe(lfs, mp, "one", "two") == [
+            {**probe1(lfs, mp, name), "mode": 0o640, "xattrs": {}} for name in ("one", "two")]

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from layerfs.cli.output import ago, human_size, print_json, table
+from layerfs.cli.output import ago, human_size, print_json, quote_path, table
 from layerfs.cli.progress import progress_for_terminal
 from layerfs.container.changes import compare, container_trees
 from layerfs.container.commit import commit
@@ -17,7 +17,7 @@ from layerfs.errors import BadInput, Busy
 from layerfs.image.catalog import Catalog
 from layerfs.store.layout import Store
 from layerfs.union.build import merged_tree
-from layerfs.union.daemon import mount
+from layerfs.union.daemon import mount, unmount
 from layerfs.union.mounts import live_mounts
 from layerfs.union.operations import container_operations
 from layerfs.union.tree import tree_identity
@@ -57,7 +57,9 @@ def cmd_rm(store: Store, args: argparse.Namespace) -> None:
         for ref in args.containers:
             container = containers.resolve(ref)
             if where := _mounted_at(store, container):
-                raise Busy(f"container {container.name} is mounted at {where}: umount it first")
+                if not args.force:
+                    raise Busy(f"container {container.name} is mounted at {where}: umount it first, or rm -f")
+                unmount(store, Path(where), force=True)
             containers.remove(container)
             print(container.name)
 
@@ -83,10 +85,8 @@ def cmd_diff(store: Store, args: argparse.Namespace) -> None:
     if args.json:
         print_json([{"path": os.fsdecode(c.path), "kind": c.kind} for c in changes])
         return
-    out = sys.stdout.buffer
     for change in changes:
-        out.write(change.kind.encode() + b" " + change.path + b"\n")
-    out.flush()
+        print(change.kind, quote_path(change.path))
 
 
 def cmd_commit(store: Store, args: argparse.Namespace) -> None:

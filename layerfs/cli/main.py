@@ -108,8 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the short container ids")
 
     p = command("rm", cc.cmd_rm, "remove containers and their writable layers",
-                "Remove containers and their writable layers. Volumes are never removed with them.")
+                "Remove containers and their writable layers. Volumes are never removed with them. "
+                "A mounted container is refused (exit 4) unless -f is given.")
     p.add_argument("containers", metavar="CONTAINER", nargs="+", help="a name, id or unique id prefix")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="unmount a mounted container first, even when busy (processes still using "
+                        "the mount then get ENOTCONN)")
 
     p = command("diff", cc.cmd_diff, "list what a container added (A), changed (C) and deleted (D)")
     p.add_argument("container", metavar="CONTAINER", help="a name, id or unique id prefix")

@@ -41,3 +41,27 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
 
 def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+_ESCAPES = {ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", ord('"'): '\\"', ord("\\"): "\\\\"}
+
+
+def quote_path(raw: bytes) -> str:
+    """A path for one line of text output: as it is, or, when it holds control
+    characters, quotes, backslashes or bytes that are not UTF-8, in double quotes with
+    C escapes (\\n, \\t, \\377), as git prints such paths. Scripts use --json."""
+    text = raw.decode("utf-8", "surrogateescape")
+    if not any(ord(c) < 0x20 or c in '"\\\x7f' or 0xDC80 <= ord(c) <= 0xDCFF for c in text):
+        return text
+    out = []
+    for c in text:
+        code = ord(c)
+        if code in _ESCAPES:
+            out.append(_ESCAPES[code])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            out.append(f"\\{code - 0xDC00:03o}")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\{code:03o}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'

@@ -17,6 +17,7 @@ from layerfs.container.naming import check_name, new_id
 from layerfs.errors import BadInput, NotFound
 from layerfs.store.layout import Store, write_atomic
 from layerfs.timestamps import now_rfc3339
+from layerfs.union.upper import RESERVE
 
 RECORD = "container.json"
 UPPER = "upper"
@@ -101,9 +102,11 @@ class Containers:
         self.store.discard(self.path(container))
 
     def layer_size(self, container: Container) -> int:
-        """Bytes held by the writable layer."""
+        """Bytes held by the writable layer (not counting its reserve for deletes)."""
         total = 0
+        reserve = str(self.upper(container) / RESERVE)
         for dirpath, _dirnames, filenames in os.walk(self.upper(container)):
-            for name in filenames:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            for path in (os.path.join(dirpath, name) for name in filenames):
+                if path != reserve:
+                    total += os.lstat(path).st_blocks * 512
         return total

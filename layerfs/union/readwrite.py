@@ -17,12 +17,16 @@ Directory streams list a snapshot taken at opendir, so deleting while listing
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pyfuse3
 
 from layerfs.layer.index import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, REGULAR, SYMLINK
+from layerfs.union import acl
 from layerfs.union.readonly import ReadOnlyOperations
 from layerfs.union.tree import SOCKET, MergedTree, Node
 from layerfs.union.upper import UpperLayer, now_ns
@@ -35,6 +39,21 @@ _KIND_OF_MODE = {stat.S_IFREG: REGULAR, stat.S_IFCHR: CHARDEV, stat.S_IFBLK: BLO
 
 def _fail(code: int) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(code)
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def _disk_errors(handler: Handler) -> Handler:
+    """Report a failure of the disk under the upper layer (ENOSPC, EDQUOT, EIO) to the
+    caller as that errno. pyfuse3 ends the whole mount on any other exception."""
+    @functools.wraps(handler)
+    async def wrapped(*args: Any) -> Any:
+        try:
+            return await handler(*args)
+        except OSError as e:
+            raise _fail(e.errno or errno.EIO) from None
+    return wrapped  # type: ignore[return-value]
 
 
 class ReadWriteOperations(ReadOnlyOperations):
@@ -80,34 +99,52 @@ class ReadWriteOperations(ReadOnlyOperations):
             raise _fail(errno.EEXIST)
         perm, uid, gid = self._owner(parent, ctx, mode)
         ino = self.upper.new_ino()
-        if kind == REGULAR:
-            open(self.upper.data_path(ino), "wb").close()
-        self.upper.record(["create", parent.ino, os.fsdecode(name), kind, perm, uid, gid, rdev,
-                           os.fsdecode(target), ino, now_ns()])
+        op = ["create", parent.ino, os.fsdecode(name), kind, perm, uid, gid, rdev, os.fsdecode(target),
+              ino, now_ns()]
+        if kind != REGULAR:
+            self.upper.record(op)
+            return self.nodes[ino]  # type: ignore[return-value]
+        path = self.upper.data_path(ino)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            self.upper.record(op)
+        except OSError:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        self.fds[ino] = [fd, 0]  # create() opens it; for mknod, the last release closes it
         return self.nodes[ino]  # type: ignore[return-value]
 
     # -- creating -----------------------------------------------------------------------
 
+    @_disk_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         kind = _KIND_OF_MODE.get(stat.S_IFMT(mode))
         if kind is None:
             raise _fail(errno.EINVAL)
-        return self.attr(self._make(parent_inode, name, kind, mode, ctx, rdev=rdev))
+        node = self._make(parent_inode, name, kind, mode, ctx, rdev=rdev)
+        if kind == REGULAR:
+            os.close(self.fds.pop(node.ino)[0])  # made, not opened
+        return self.attr(node)
 
+    @_disk_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self.attr(self._make(parent_inode, name, DIRECTORY, mode | stat.S_IFDIR, ctx))
 
+    @_disk_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self.attr(self._make(parent_inode, name, SYMLINK, 0o777, ctx, target=target))
 
+    @_disk_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         node = self._make(parent_inode, name, REGULAR, mode, ctx)
         return self._open(node), self.attr(node)
 
+    @_disk_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self.node(inode)
@@ -121,6 +158,7 @@ class ReadWriteOperations(ReadOnlyOperations):
 
     # -- removing and renaming -----------------------------------------------------------
 
+    @_disk_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.directory(parent_inode)
         node = self.child(parent, name)
@@ -131,6 +169,7 @@ class ReadWriteOperations(ReadOnlyOperations):
         self.upper.record(["remove", parent.ino, os.fsdecode(name), now_ns()])
         self._forget_data_if_gone(node)
 
+    @_disk_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         parent = self.directory(parent_inode)
         node = self.child(parent, name)
@@ -142,6 +181,7 @@ class ReadWriteOperations(ReadOnlyOperations):
             raise _fail(errno.ENOTEMPTY)
         self.upper.record(["remove", parent.ino, os.fsdecode(name), now_ns()])
 
+    @_disk_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         if flags & RENAME_EXCHANGE:
@@ -180,6 +220,7 @@ class ReadWriteOperations(ReadOnlyOperations):
 
     # -- attributes ------------------------------------------------------------------------
 
+    @_disk_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self.node(inode)
@@ -203,12 +244,24 @@ class ReadWriteOperations(ReadOnlyOperations):
         if changes:
             self.upper.record(["attr", node.ino, changes])
             if node.upper and node.kind == REGULAR and "mtime_ns" in changes:
-                os.utime(node.payload, ns=(changes["mtime_ns"], changes["mtime_ns"]))
+                os.utime(self._fd(node) if node.ino in self.fds else node.payload,
+                         ns=(changes["mtime_ns"], changes["mtime_ns"]))
         return self.attr(node)
 
+    @_disk_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.upper.record(["xattr", self.node(inode).ino, os.fsdecode(name), value.hex()])
+        node = self.node(inode)
+        if name == acl.ACCESS:
+            mode, extended = acl.apply_access_acl(value, node.mode)
+            if mode != node.mode:
+                self.upper.record(["attr", node.ino, {"mode": mode}])
+            if not extended:  # just a mode, as ext4 stores it
+                if node.xattrs and name in node.xattrs:
+                    self.upper.record(["xattr", node.ino, os.fsdecode(name), None])
+                return
+        self.upper.record(["xattr", node.ino, os.fsdecode(name), value.hex()])
 
+    @_disk_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self.node(inode)
         if not node.xattrs or name not in node.xattrs:
@@ -235,6 +288,7 @@ class ReadWriteOperations(ReadOnlyOperations):
     async def releasedir(self, fh: int) -> None:
         self.dir_streams.pop(fh, None)
 
+    @_disk_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         self.upper.sync()
 
@@ -246,6 +300,7 @@ class ReadWriteOperations(ReadOnlyOperations):
             self.fds[node.ino][1] += 1
         return pyfuse3.FileInfo(fh=node.ino, keep_cache=True)
 
+    @_disk_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self.node(inode)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
@@ -256,12 +311,14 @@ class ReadWriteOperations(ReadOnlyOperations):
                 self.upper.record(["attr", node.ino, {"size": 0, "mtime_ns": now_ns()}])
         return self._open(node)
 
+    @_disk_errors
     async def read(self, fh: int, off: int, size: int) -> memoryview | bytes:
         node = self.node(fh)
         if node.upper:
             return os.pread(self._fd(node), size, off)
         return await super().read(fh, off, size)
 
+    @_disk_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         node = self.node(fh)
         if not node.upper:
@@ -272,12 +329,14 @@ class ReadWriteOperations(ReadOnlyOperations):
         node.cache = None
         return written
 
+    @_disk_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         node = self.node(fh)
         if node.upper:
             (os.fdatasync if datasync else os.fsync)(self._fd(node))
         self.upper.sync()
 
+    @_disk_errors
     async def release(self, fh: int) -> None:
         entry = self.fds.get(fh)
         if entry is None:

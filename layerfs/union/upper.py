@@ -3,6 +3,7 @@
     upper/files/<ino>   contents of files created or written in the container
     upper/work/         copy-ups in progress (renamed into files/ when complete)
     upper/journal       one JSON line per change, keyed by inode number
+    upper/reserve       space set aside for deletes on a full disk
 
 Every change to the tree is an operation record, applied by `apply` both live
 (from a FUSE handler) and when a mount replays the journal, so the two can never
@@ -17,6 +18,7 @@ survives the machine. A torn last line is ignored at replay.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -30,6 +32,12 @@ from layerfs.union.tree import MergedTree, Node
 
 JOURNAL = "journal"
 FORMAT = 1
+# Space kept aside so that deleting still works on a full disk (a delete is a journal
+# line too): a delete that meets ENOSPC frees this file and tries again. Made at mount
+# and again at the next delete once space is back.
+RESERVE = "reserve"
+RESERVE_BYTES = 64 << 10
+_FREES_SPACE = ("remove", "rename")
 
 
 def _name(raw: bytes) -> str:
@@ -50,6 +58,7 @@ class UpperLayer:
         read a container."""
         self.dir = directory
         self.files = directory / "files"
+        self.files_prefix = str(self.files) + "/"
         self.work = directory / "work"
         self.tree = tree
         self.next_ino = len(tree.nodes)
@@ -59,30 +68,39 @@ class UpperLayer:
             self._replay(journal, header, writable)
         elif writable:
             journal.write_text(json.dumps(header) + "\n")
-        self.journal = None
+        self.journal: int | None = None  # fd, O_APPEND
+        self.journal_size = 0
         if writable:
             self.files.mkdir(parents=True, exist_ok=True)
             self.work.mkdir(parents=True, exist_ok=True)
-            self.journal = open(journal, "a", buffering=1 << 16)  # noqa: SIM115 - lives with the mount
+            self.journal = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            self.journal_size = os.fstat(self.journal).st_size
+        self.reserve = directory / RESERVE
+        self.has_reserve = writable and self._make_reserve()
 
     # -- journal ---------------------------------------------------------------------
 
     def _replay(self, journal: Path, header: dict[str, Any], writable: bool) -> None:
-        lines = journal.read_bytes().split(b"\n")
+        data = journal.read_bytes()
+        lines = data.split(b"\n")  # the last item is whatever follows the last newline
         try:
             first = json.loads(lines[0])
         except ValueError:
             raise LayerfsError(f"{journal} is damaged (no header)") from None
-        if first != header:
+        if first != header or len(lines) < 2:
             raise LayerfsError(f"{journal} belongs to another image tree; the container cannot be mounted")
-        for line in lines[1:]:
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                break  # the torn tail of a write the daemon did not finish
-            self.apply(record)
+        good = len(lines[0]) + 1  # bytes of complete, applied lines
+        for line in lines[1:-1]:
+            if line:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    break  # torn by a crash: this and anything after it never happened
+                self.apply(record)
+            good += len(line) + 1
+        if writable and good < len(data):
+            # Cut the torn tail off, or the records appended next would follow garbage.
+            os.truncate(journal, good)
         # Data is not journaled: an upper file's size and mtime are its data file's.
         live = set()
         for node in self.tree.nodes:
@@ -97,21 +115,59 @@ class UpperLayer:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def record(self, op: list[Any]) -> None:
-        """Apply one change to the tree and journal it (written before the caller replies)."""
+        """Journal one change, then apply it to the tree (both before the caller replies).
+
+        The line goes out in one write(2) before the tree changes, so a full disk
+        (ENOSPC) leaves both as they were and the OSError reaches the caller; a
+        delete then uses the reserve. Handlers check everything `apply` relies on."""
         assert self.journal is not None, "a read-only view of a container cannot change"
+        line = (json.dumps(op, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+        frees_space = op[0] in _FREES_SPACE
+        if frees_space and not self.has_reserve:
+            self.has_reserve = self._make_reserve()
+        try:
+            self._append(line)
+        except OSError as e:
+            if not (e.errno == errno.ENOSPC and frees_space and self.has_reserve):
+                raise
+            self.reserve.unlink()
+            self.has_reserve = False
+            self._append(line)
         self.apply(op)
-        self.journal.write(json.dumps(op, ensure_ascii=True, separators=(",", ":")) + "\n")
-        self.journal.flush()
+
+    def _append(self, line: bytes) -> None:
+        """One journal line in one write(2); a partial line is cut off again."""
+        try:
+            written = os.write(self.journal, line)  # type: ignore[arg-type]
+        except OSError:
+            os.ftruncate(self.journal, self.journal_size)  # type: ignore[arg-type]
+            raise
+        if written != len(line):
+            os.ftruncate(self.journal, self.journal_size)  # type: ignore[arg-type]
+            raise OSError(errno.ENOSPC, "journal write cut short")
+        self.journal_size += written
+
+    def _make_reserve(self) -> bool:
+        try:
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+            return False
+        return True
 
     def sync(self) -> None:
         if self.journal is not None:
-            self.journal.flush()
-            os.fsync(self.journal.fileno())
+            os.fsync(self.journal)
 
     def close(self) -> None:
         if self.journal is not None:
             self.sync()
-            self.journal.close()
+            os.close(self.journal)
+            self.journal = None
 
     # -- the operations ----------------------------------------------------------------
 
@@ -121,7 +177,7 @@ class UpperLayer:
         return ino
 
     def data_path(self, ino: int) -> str:
-        return str(self.files / str(ino))
+        return f"{self.files_prefix}{ino}"
 
     def apply(self, op: list[Any]) -> None:
         kind = op[0]
@@ -208,12 +264,16 @@ class UpperLayer:
         if node.upper or node.kind != REGULAR:
             return
         staged = self.work / str(node.ino)
-        if node.payload and keep_data:
-            shutil.copyfile(node.payload, staged)  # sendfile/copy_file_range underneath
-        else:
-            staged.touch()
-        os.utime(staged, ns=(node.mtime_ns, node.mtime_ns))  # the data file carries the mtime
-        os.replace(staged, self.data_path(node.ino))
+        try:
+            if node.payload and keep_data:
+                shutil.copyfile(node.payload, staged)  # sendfile/copy_file_range underneath
+            else:
+                staged.touch()
+            os.utime(staged, ns=(node.mtime_ns, node.mtime_ns))  # the data file carries the mtime
+            os.replace(staged, self.data_path(node.ino))
+        except OSError:
+            staged.unlink(missing_ok=True)  # a full disk: the lower file stays in place
+            raise
         self.record(["data", node.ino])
 
 
