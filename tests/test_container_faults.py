@@ -47,11 +47,12 @@ from tests.support.oci import file, make_layer, write_oci_layout
 from tests.support.snapshot import assert_same_tree, snapshot_as
 from tests.test_container_mount import diff_json, do, image_layers, mounted, probe1
 
+from conftest import LAYERFS_BIN
+
 if TYPE_CHECKING:
     from conftest import Layerfs
 
 IMAGE = "faults:1"
-LAYERFS_BIN = str(Path(sys.executable).parent / "layerfs")  # as in conftest
 # A lower file big enough that its copy-up takes a while (and overflows a 1 MiB disk).
 BIG = random.Random(20240601).randbytes(4 << 20)
 BIG_SHA = hashlib.sha256(BIG).hexdigest()

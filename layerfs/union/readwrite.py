@@ -112,7 +112,7 @@ class ReadWriteOperations(ReadOnlyOperations):
             os.close(fd)
             os.unlink(path)
             raise
-        self.fds[ino] = [fd, 0]  # create() opens it; for mknod, the last release closes it
+        self.fds[ino] = [fd, 0]  # create() counts its open; mknod() closes it at once
         return self.nodes[ino]  # type: ignore[return-value]
 
     # -- creating -----------------------------------------------------------------------
