@@ -14,7 +14,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +100,21 @@ class Layerfs:
             return
         pw = pwd.getpwnam(self.user)
         subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(path)], check=True)
+
+    @contextmanager
+    def mounted(self, ref: str) -> Iterator[Path]:
+        """`layerfs mount REF MP` on a fresh directory for the block. After a block that
+        passed, the umount must succeed (unless the block took the mount down itself);
+        after a failure it is best effort."""
+        mountpoint = self.mkdir(f"mnt-{uuid.uuid4().hex[:8]}")
+        self.run("mount", ref, str(mountpoint))
+        try:
+            yield mountpoint
+        except BaseException:
+            self.run("umount", str(mountpoint), check=False)
+            raise
+        if str(mountpoint) in fuse_mounts_under(self.workdir):
+            self.run("umount", str(mountpoint))
 
     def store_snapshot(self) -> dict[str, tuple[int, int]]:
         """Every file under the store with (size, mtime_ns): to prove a failure changed nothing."""

@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -372,20 +372,9 @@ PART_SIZE = 40 << 20
 KILL_FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
-@contextlib.contextmanager
-def mounted(lfs: Layerfs, ref: str) -> Iterator[Path]:
-    """`ref` mounted read-only on a fresh directory for the duration of the block."""
-    mountpoint = lfs.mkdir(f"mnt-{os.urandom(4).hex()}")
-    lfs.run("mount", ref, str(mountpoint))
-    try:
-        yield mountpoint
-    finally:
-        lfs.run("umount", str(mountpoint))
-
-
 def assert_reads_fully(lfs: Layerfs, ref: str, expected: dict[str, str]) -> None:
     """Mount `ref` and check every file's sha256 (read as the mounting user)."""
-    with mounted(lfs, ref) as mountpoint:
+    with lfs.mounted(ref) as mountpoint:
         paths = [str(mountpoint / name) for name in sorted(expected)]
         out = lfs.sh(["sha256sum", *paths]).stdout.decode()
     got = {Path(line.split(None, 1)[1]).name: line.split()[0] for line in out.splitlines()}

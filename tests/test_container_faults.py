@@ -45,7 +45,7 @@ import pytest
 from tests.support.fsops import Append, Mkdir, Unlink, WriteFile
 from tests.support.oci import file, make_layer, write_oci_layout
 from tests.support.snapshot import assert_same_tree, snapshot_as
-from tests.test_container_mount import diff_json, do, image_layers, mounted, probe1
+from tests.test_container_mount import diff_json, do, image_layers, probe1
 
 from conftest import LAYERFS_BIN
 
@@ -377,7 +377,7 @@ def test_daemon_killed_under_write_load(lfs: Layerfs, moment: str) -> None:
           f"{len(present)} files logged, big appended: {appended}")
     assert len(present) >= 6 or moment == "copy-up", "the writer barely started"
 
-    with mounted(lfs, box.name) as mp2:
+    with lfs.mounted(box.name) as mp2:
         tree = scan(lfs, mp2)
         work_after = listing(box.upper / "work")
         data_files = listing(box.upper / "files")
@@ -457,7 +457,7 @@ def test_disk_full_during_copy_up(lfs_root: Layerfs) -> None:
     lfs = lfs_root
     box = make_box(lfs)
     with small_disk_at(box.upper, "1m"):
-        with mounted(lfs, box.name) as mp:
+        with lfs.mounted(box.name) as mp:
             pid = daemon_pid(lfs, mp)
             before = probe1(lfs, mp, "big")
             assert before["data"] == BIG
@@ -482,7 +482,7 @@ def test_disk_full_during_copy_up(lfs_root: Layerfs) -> None:
             assert do(lfs, mp, Mkdir("dir-after")) in (["ok"], ["ENOSPC"])
             assert process_running(pid) and daemon_pid(lfs, mp) == pid
             tree = snapshot_as(lfs, mp)
-        with mounted(lfs, box.name) as mp:
+        with lfs.mounted(box.name) as mp:
             assert_same_tree(tree, snapshot_as(lfs, mp), ("before umount", "mounted again"))
             assert probe1(lfs, mp, "big")["data"] == BIG
         changes = diff_json(lfs, box.name)
@@ -514,7 +514,7 @@ finally:
 print(json.dumps({"written": written, "error": error}))
 """
     with small_disk_at(box.upper, "1m"):
-        with mounted(lfs, box.name) as mp:
+        with lfs.mounted(box.name) as mp:
             pid = daemon_pid(lfs, mp)
             result = run_py(lfs, fill, str(mp / "fill"))
             assert result["error"] != "EIO", f"bug: a full disk answers EIO: {result}"
@@ -535,7 +535,7 @@ print(json.dumps({"written": written, "error": error}))
             assert free_bytes(box.upper) > 512 * 1024, "the deleted file's space did not come back"
             assert do(lfs, mp, WriteFile("later", b"fits again\n")) == ["ok"]
             tree = snapshot_as(lfs, mp)
-        with mounted(lfs, box.name) as mp:
+        with lfs.mounted(box.name) as mp:
             assert_same_tree(tree, snapshot_as(lfs, mp), ("before umount", "mounted again"))
             assert probe1(lfs, mp, "later")["data"] == b"fits again\n"
         made = {f"/full{i}" for i, r in enumerate(refused) if r == "ok"}
@@ -600,14 +600,14 @@ def test_names_with_newlines_and_invalid_utf8(lfs: Layerfs) -> None:
     double quotes with C escapes, as git does."""
     box = make_box(lfs)
     expected_root_extra = {*ODD_NAMES, ODD_DIR}
-    with mounted(lfs, box.name) as mp:
+    with lfs.mounted(box.name) as mp:
         base_root = {os.fsencode(n) for n in probe1(lfs, mp, "")["entries"]}
         seen = odd_names(lfs, mp, make=True)
     assert seen["root"] == base_root | expected_root_extra
     assert seen["dir"] == [ODD_INNER]
     assert seen["data"] == {n: n for n in ODD_NAMES} and seen["inner"] == ODD_INNER
 
-    with mounted(lfs, box.name) as mp:
+    with lfs.mounted(box.name) as mp:
         assert odd_names(lfs, mp, make=False) == seen, "names changed across a remount"
 
     raw = layerfs_bytes(lfs, "diff", box.name, "--json")
@@ -626,7 +626,7 @@ def test_names_with_newlines_and_invalid_utf8(lfs: Layerfs) -> None:
         assert line in text.splitlines(), line
 
     lfs.run("commit", box.name, "odd:1", "-m", "odd names")
-    with mounted(lfs, "odd:1") as mp:
+    with lfs.mounted("odd:1") as mp:
         committed = odd_names(lfs, mp, make=False)
         assert do(lfs, mp, WriteFile("x", b"x")) == ["EROFS"], "an image mounts read-only"
     assert committed == seen, "the committed image lists other names"
@@ -713,7 +713,7 @@ def test_hundred_thousand_entries_in_one_directory(lfs: Layerfs) -> None:
     finally:
         lfs.run("umount", str(mp), check=False)
 
-    with mounted(lfs, box.name) as mp:
+    with lfs.mounted(box.name) as mp:
         assert probe1(lfs, mp, "many") == {"error": "ENOENT"}
     assert not [p for p in diff_json(lfs, box.name) if p.startswith("/many")]
     print(f"[{lfs.user or 'root'}] timings (s): {timings}")
@@ -798,7 +798,7 @@ def test_mmap_shared_write(lfs: Layerfs) -> None:
     new_patches = [(5000, b"pattern" * 100), (new_size - 4, b"last")]
     big_expected = patched(BIG, big_patches)
     new_expected = patched(bytes(new_size), new_patches)
-    with mounted(lfs, box.name) as mp:
+    with lfs.mounted(box.name) as mp:
         assert digest(lfs, mp / "big") == (len(BIG), BIG_SHA)  # the lower data, now cached
         mmap_write(lfs, mp / "big", big_patches)
         assert digest(lfs, mp / "big") == sha(big_expected), "read(2) misses the mmap write"
@@ -820,7 +820,7 @@ def test_mmap_shared_write(lfs: Layerfs) -> None:
         assert bytes.fromhex(run_py(lfs, _MMAP_READ, str(mp / "tree/top"))) == \
             b"top, rewritten longer\n"
 
-    with mounted(lfs, box.name) as mp:
+    with lfs.mounted(box.name) as mp:
         assert digest(lfs, mp / "big") == sha(big_expected)
         assert digest(lfs, mp / "mm-new") == sha(new_expected)
         assert probe1(lfs, mp, "etc/other")["data"] == b"OTHER\n"

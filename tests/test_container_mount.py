@@ -19,9 +19,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,17 +76,6 @@ def container(lfs: Layerfs) -> str:
     lfs.run("import", f"oci:{source}", IMAGE, "-q")
     lfs.run("create", IMAGE, "--name", "box")
     return "box"
-
-
-@contextmanager
-def mounted(lfs: Layerfs, ref: str) -> Iterator[Path]:
-    """`layerfs mount REF MP` for the duration; unmounted even when the test fails."""
-    mountpoint = lfs.mkdir(f"mnt-{uuid.uuid4().hex[:8]}")
-    lfs.run("mount", ref, str(mountpoint))
-    try:
-        yield mountpoint
-    finally:
-        lfs.run("umount", str(mountpoint), check=False)
 
 
 def do(lfs: Layerfs, mountpoint: Path, *ops: Op) -> list[str]:
@@ -161,7 +147,7 @@ def test_copy_up_keeps_inode_owner_mode_and_xattrs(lfs: Layerfs, container: str)
     """Whatever triggers the copy-up, st_ino stays, and so do the attributes the change
     did not touch (a file that changes inode number breaks tar, rsync and hard links)."""
     paths = list(COPY_UP_TRIGGERS)
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         before = dict(zip(paths, probe(lfs, mp, *paths)))
         assert do(lfs, mp, *COPY_UP_TRIGGERS.values()) == ["ok"] * len(paths)
         after = dict(zip(paths, probe(lfs, mp, *paths)))
@@ -191,17 +177,17 @@ def test_copy_up_inode_survives_remount(lfs: Layerfs, container: str) -> None:
     """st_ino of a copied-up file, of a lower file and of a new file stays the same
     across umount and mount (overlayfs keeps it when layers share a filesystem)."""
     paths = ("etc/conf", "etc/other", "new-file")
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert do(lfs, mp, Append("etc/conf", b"x"), WriteFile("new-file", b"n")) == ["ok"] * 2
         first = [p["ino"] for p in probe(lfs, mp, *paths)]
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert [p["ino"] for p in probe(lfs, mp, *paths)] == first
 
 
 def test_hardlink_pair_stays_linked_after_copy_up(lfs: Layerfs, container: str) -> None:
     """Writing one name of a lower hard-link pair changes both names: one inode, nlink 2.
     h2 is read first, so a kernel page cache kept from the lower file would show."""
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         h1, h2 = probe(lfs, mp, "h1", "h2")
         assert (h1["nlink"], h2["nlink"], h1["ino"]) == (2, 2, h2["ino"])
         assert do(lfs, mp, Append("h1", b"more\n")) == ["ok"]
@@ -211,7 +197,7 @@ def test_hardlink_pair_stays_linked_after_copy_up(lfs: Layerfs, container: str) 
         assert new1["ino"] == new2["ino"] == h1["ino"]
         assert do(lfs, mp, Chmod("h2", 0o600)) == ["ok"]
         assert probe1(lfs, mp, "h1")["mode"] == 0o600
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         again1, again2 = probe(lfs, mp, "h1", "h2")
         assert again1["data"] == again2["data"] == b"linked\nmore\n"
         assert (again1["nlink"], again2["nlink"], again1["mode"]) == (2, 2, 0o600)
@@ -224,7 +210,7 @@ def test_hardlink_pair_stays_linked_after_copy_up(lfs: Layerfs, container: str) 
 
 
 def test_unlink_of_a_lower_file(lfs: Layerfs, container: str) -> None:
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert "other" in probe1(lfs, mp, "etc")["entries"]  # listed (and cached) first
         assert do(lfs, mp, Unlink("etc/other")) == ["ok"]
         assert probe1(lfs, mp, "etc/other") == {"error": "ENOENT"}
@@ -233,7 +219,7 @@ def test_unlink_of_a_lower_file(lfs: Layerfs, container: str) -> None:
             [".", "..", "conf"]
         assert diff_json(lfs, container).get("/etc/other") == "D"
         assert "D /etc/other" in lfs.run("diff", container).stdout.splitlines()
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert probe1(lfs, mp, "etc/other") == {"error": "ENOENT"}
         assert do(lfs, mp, WriteFile("etc/other", b"back\n")) == ["ok"]
         assert probe1(lfs, mp, "etc/other")["data"] == b"back\n"
@@ -242,7 +228,7 @@ def test_unlink_of_a_lower_file(lfs: Layerfs, container: str) -> None:
 def test_removed_lower_directory_comes_back_empty(lfs: Layerfs, container: str) -> None:
     """rm -rf of a lower directory, then mkdir of the same name: an empty (opaque)
     directory; none of the lower children may show through, now or after a remount."""
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert probe1(lfs, mp, "tree")["entries"] == ["link", "sub", "top"]
         lfs.sh(["rm", "-rf", str(mp / "tree")])
         assert probe1(lfs, mp, "tree") == {"error": "ENOENT"}
@@ -252,14 +238,14 @@ def test_removed_lower_directory_comes_back_empty(lfs: Layerfs, container: str) 
         assert probe(lfs, mp, "tree/top", "tree/sub/deep") == [{"error": "ENOENT"}] * 2
         assert do(lfs, mp, Mkdir("tree/sub")) == ["ok"]
         assert probe1(lfs, mp, "tree/sub")["entries"] == []
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert probe1(lfs, mp, "tree")["entries"] == ["sub"]
         assert probe1(lfs, mp, "tree/sub")["entries"] == []
 
 
 def test_symlink_over_a_whiteout(lfs: Layerfs, container: str) -> None:
     """Creating over a deleted lower name clears the whiteout (a fuse-overlayfs bug)."""
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert do(lfs, mp, Unlink("old"), Symlink("etc/conf", "old")) == ["ok", "ok"]
         assert probe1(lfs, mp, "old")["target"] == "etc/conf"
         root = probe1(lfs, mp, "")["entries"]
@@ -267,7 +253,7 @@ def test_symlink_over_a_whiteout(lfs: Layerfs, container: str) -> None:
         # the same over a whiteout of a lower layer of the image itself
         assert do(lfs, mp, Symlink("old", "gone")) == ["ok"]
         assert probe1(lfs, mp, "gone")["target"] == "old"
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert [p.get("target") for p in probe(lfs, mp, "old", "gone")] == ["etc/conf", "old"]
         assert lfs.sh(["cat", str(mp / "old")]).stdout == b"conf v1\n"
 
@@ -277,14 +263,14 @@ def test_symlink_over_a_whiteout(lfs: Layerfs, container: str) -> None:
 
 
 def test_rename_lower_file_over_lower_file(lfs: Layerfs, container: str) -> None:
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         conf = probe1(lfs, mp, "etc/conf")
         assert do(lfs, mp, Rename("etc/conf", "etc/other")) == ["ok"]
         moved = probe1(lfs, mp, "etc/other")
         assert probe1(lfs, mp, "etc/conf") == {"error": "ENOENT"}
         assert moved == conf, "rename keeps the inode, its content and attributes"
         assert probe1(lfs, mp, "etc")["entries"] == ["other"]
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         gone, again = probe(lfs, mp, "etc/conf", "etc/other")
         assert gone == {"error": "ENOENT"}
         assert without_ino(again) == without_ino(moved)
@@ -294,7 +280,7 @@ def test_rename_lower_directory(lfs: Layerfs, container: str) -> None:
     """layerfs renames a directory that lives in the lower layers (kernel overlayfs
     without redirect_dir, and fuse-overlayfs, answer EXDEV): the whole merged subtree
     moves, and the old name is free, with no lower child showing through."""
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         before = snapshot_as(lfs, mp)
         assert do(lfs, mp, Rename("data", "moved")) == ["ok"]
         after = snapshot_as(lfs, mp)
@@ -306,7 +292,7 @@ def test_rename_lower_directory(lfs: Layerfs, container: str) -> None:
         assert probe1(lfs, mp, "data")["entries"] == []
         assert do(lfs, mp, WriteFile("moved/inner/added", b"added\n")) == ["ok"]
         final = snapshot_as(lfs, mp)
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert_same_tree(final, snapshot_as(lfs, mp), ("before umount", "mounted again"))
 
 
@@ -315,14 +301,14 @@ def test_rename_lower_directory(lfs: Layerfs, container: str) -> None:
 
 
 def test_changes_survive_umount_and_mount(lfs: Layerfs, container: str) -> None:
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert do(lfs, mp, WriteFile("new-file", b"fresh\n", 0o600), Append("etc/other", b"+\n"),
                   Mkdir("newdir"), WriteFile("newdir/f", b"inside\n"), Unlink("tree/top"),
                   Symlink("newdir/f", "newlink"), SetXattr("etc/other", "user.k", b"v")
                   ) == ["ok"] * 7
         tree = snapshot_as(lfs, mp)
     assert tree["/new-file"].mode == 0o600 and tree["/etc/other"].size == len(b"other\n+\n")
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert_same_tree(tree, snapshot_as(lfs, mp), ("before umount", "mounted again"))
         assert lfs.sh(["cat", str(mp / "newdir/f")]).stdout == b"inside\n"
 
@@ -334,7 +320,7 @@ _STATVFS = ("import json, os, sys; s = os.statvfs(sys.argv[1]); print(json.dumps
 def test_statfs(lfs: Layerfs, container: str) -> None:
     """df and statvfs work on the mount, and report space to write in (tools such as
     package managers check it before writing)."""
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         fs = json.loads(lfs.sh([sys.executable, "-c", _STATVFS, str(mp)]).stdout)
         lfs.sh(["df", str(mp)])
     assert fs["f_bsize"] > 0 and fs["f_namemax"] >= 255, fs
@@ -344,7 +330,7 @@ def test_statfs(lfs: Layerfs, container: str) -> None:
 def test_no_stale_attributes_listings_or_data(lfs: Layerfs, container: str) -> None:
     """Lower layers are cached by the kernel for as long as it likes; a change in the
     upper layer must be seen by the very next process all the same."""
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         conf = probe1(lfs, mp, "etc/conf")  # attributes, data and listing now cached
         probe1(lfs, mp, "etc")
         assert probe1(lfs, mp, "etc/new") == {"error": "ENOENT"}  # a negative entry
@@ -374,7 +360,7 @@ def test_chown(lfs: Layerfs, container: str) -> None:
     """chown to any id works as root, and the owner is recorded. A rootless user
     outside a user namespace may be refused (EPERM); if layerfs allows it, the new
     owner must show."""
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         result = do(lfs, mp, Chown("etc/conf", 0, 0))
         after = probe1(lfs, mp, "etc/conf")
         if lfs.rootless:
@@ -387,12 +373,12 @@ def test_chown(lfs: Layerfs, container: str) -> None:
             assert (after["uid"], after["gid"]) == (0, 0)
             assert after["data"] == b"conf v1\n" and after["mode"] == 0o640
     if result == ["ok"]:
-        with mounted(lfs, container) as mp:
+        with lfs.mounted(container) as mp:
             assert probe1(lfs, mp, "etc/conf")["uid"] == 0
 
 
 def test_rm_of_a_mounted_container_is_refused(lfs: Layerfs, container: str) -> None:
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         proc = lfs.run("rm", container, check=False)
         assert proc.returncode == 4, proc.stderr
         lines = proc.stderr.splitlines()
@@ -406,7 +392,7 @@ def test_rm_force_of_a_busy_mounted_container(lfs: Layerfs, container: str) -> N
     """rm -f takes a mounted container down even while a process sits inside the mount
     (as podman rm -f does for a running one): the mount goes, the layer goes, and the
     process inside gets an error instead of a daemon writing into a deleted layer."""
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         inside = subprocess.Popen(
             lfs.wrap(["sh", "-c", 'cd "$1" && echo inside && exec sleep 60', "sh", str(mp)]),
             env=lfs.env(), stdout=subprocess.PIPE)
@@ -447,7 +433,7 @@ def test_posix_acl_is_stored_as_on_ext4(lfs: Layerfs, container: str) -> None:
     minimal = _acl((0x01, 6, 0xFFFFFFFF), (0x04, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF))
     extended = _acl((0x01, 7, 0xFFFFFFFF), (0x02, 6, 1234), (0x04, 4, 0xFFFFFFFF),
                     (0x10, 6, 0xFFFFFFFF), (0x20, 4, 0xFFFFFFFF))
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         def set_acl(path: str, value: bytes) -> list[str]:
             return lfs.sh([sys.executable, "-c", _SET_ACL, str(mp / path), value.hex()]
                           ).stdout.decode().split()
@@ -460,6 +446,6 @@ def test_posix_acl_is_stored_as_on_ext4(lfs: Layerfs, container: str) -> None:
         bad = lfs.sh([sys.executable, "-c", _SET_ACL, str(mp / "one"), "0200"], check=False)
         assert bad.returncode != 0 and b"Invalid argument" in bad.stderr
     assert diff_json(lfs, container) == {"/one": "A", "/two": "A"}
-    with mounted(lfs, container) as mp:
+    with lfs.mounted(container) as mp:
         assert probe(lfs, mp, "one", "two") == [
             {**probe1(lfs, mp, name), "mode": 0o640, "xattrs": {}} for name in ("one", "two")]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,19 +57,8 @@ def mounted_points() -> set[str]:
         return {line.split()[4].encode().decode("unicode_escape") for line in f}
 
 
-@contextmanager
-def mounted(lfs: Layerfs, ref: str) -> Iterator[Path]:
-    """`layerfs mount REF MP` for the duration; unmounted even when the test fails."""
-    mountpoint = scratch(lfs, "mnt")
-    lfs.run("mount", ref, str(mountpoint))
-    try:
-        yield mountpoint
-    finally:
-        lfs.run("umount", str(mountpoint), check=False)
-
-
 def assert_mount_shows(lfs: Layerfs, ref: str, layers: list[bytes]) -> None:
-    with mounted(lfs, ref) as mountpoint:
+    with lfs.mounted(ref) as mountpoint:
         actual = snapshot_as(lfs, mountpoint)
     assert_same_tree(apply_layers(layers), actual, ("oracle", "layerfs"))
 
@@ -84,7 +71,7 @@ def assert_mount_shows(lfs: Layerfs, ref: str, layers: list[bytes]) -> None:
 def test_case_mounts_as_oracle_says(lfs: Layerfs, case: str, tmp_path: Path) -> None:
     layers = CASES[case]
     import_layers(lfs, layers)
-    with mounted(lfs, "case") as mountpoint:
+    with lfs.mounted("case") as mountpoint:
         actual = snapshot_as(lfs, mountpoint)
     assert_same_tree(apply_layers(layers), actual, ("oracle", "layerfs"))
     if not lfs.rootless and case not in KERNEL_DIVERGENCES:
@@ -94,7 +81,7 @@ def test_case_mounts_as_oracle_says(lfs: Layerfs, case: str, tmp_path: Path) -> 
 def test_busybox_image_mounts_as_oracle_says(lfs: Layerfs, tmp_path: Path) -> None:
     layers = busybox_image_layers()
     import_layers(lfs, layers, "busybox:latest")
-    with mounted(lfs, "busybox") as mountpoint:
+    with lfs.mounted("busybox") as mountpoint:
         actual = snapshot_as(lfs, mountpoint)
     assert_same_tree(apply_layers(layers), actual, ("oracle", "layerfs"))
     if not lfs.rootless:
@@ -115,7 +102,7 @@ def test_tools_see_image_owners_modes_and_content(lfs: Layerfs) -> None:
     """Root-owned, setuid and 0600 files show as in the image, and the user who mounted
     the image can read everything in it (it is their image)."""
     import_layers(lfs, busybox_image_layers(), "busybox:latest")
-    with mounted(lfs, "busybox") as mp:
+    with lfs.mounted("busybox") as mp:
         listing = lfs.sh(["ls", "-ln", str(mp / "usr/bin/suid-hello")]).stdout.decode().split()
         assert listing[0] == "-rwsr-xr-x" and listing[2:4] == ["0", "0"]
         stat_out = lfs.sh(["stat", "-c", "%u %g %a", str(mp / "root"), str(mp / "tmp"),
@@ -129,7 +116,7 @@ def test_tools_see_image_owners_modes_and_content(lfs: Layerfs) -> None:
 
 def test_getfattr_shows_xattrs(lfs: Layerfs) -> None:
     import_layers(lfs, CASES["xattrs"])
-    with mounted(lfs, "case") as mp:
+    with lfs.mounted("case") as mp:
         out = lfs.sh(["getfattr", "-d", "-e", "hex", str(mp / "binary"), str(mp / "d")])
     text = out.stdout.decode()
     assert "user.bin=0x00ff010a807a65726f" in text
@@ -138,7 +125,7 @@ def test_getfattr_shows_xattrs(lfs: Layerfs) -> None:
 
 def test_devices_show_their_numbers(lfs: Layerfs) -> None:
     import_layers(lfs, CASES["devices"])
-    with mounted(lfs, "case") as mp:
+    with lfs.mounted("case") as mp:
         out = lfs.sh(["stat", "-c", "%F %t:%T", str(mp / "dev/null"), str(mp / "dev/sda"),
                       str(mp / "dev/nvme0n1"), str(mp / "dev/fifo")]).stdout.decode()
     assert out.splitlines() == ["character special file 1:3", "block special file 8:0",

@@ -158,12 +158,17 @@ class ReadWriteOperations(ReadOnlyOperations):
 
     # -- removing and renaming -----------------------------------------------------------
 
-    @_disk_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    def _existing(self, parent_inode: int, name: bytes) -> tuple[Node, Node]:
+        """(directory, the node it has under `name`), or ENOENT."""
         parent = self.directory(parent_inode)
         node = self.child(parent, name)
         if node is None:
             raise _fail(errno.ENOENT)
+        return parent, node
+
+    @_disk_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent, node = self._existing(parent_inode, name)
         if node.kind == DIRECTORY:
             raise _fail(errno.EISDIR)
         self.upper.record(["remove", parent.ino, os.fsdecode(name), now_ns()])
@@ -171,10 +176,7 @@ class ReadWriteOperations(ReadOnlyOperations):
 
     @_disk_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        parent = self.directory(parent_inode)
-        node = self.child(parent, name)
-        if node is None:
-            raise _fail(errno.ENOENT)
+        parent, node = self._existing(parent_inode, name)
         if node.kind != DIRECTORY:
             raise _fail(errno.ENOTDIR)
         if node.children:
@@ -186,11 +188,8 @@ class ReadWriteOperations(ReadOnlyOperations):
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         if flags & RENAME_EXCHANGE:
             raise _fail(errno.EINVAL)
-        old_parent = self.directory(parent_inode_old)
+        old_parent, node = self._existing(parent_inode_old, name_old)
         new_parent = self.directory(parent_inode_new)
-        node = self.child(old_parent, name_old)
-        if node is None:
-            raise _fail(errno.ENOENT)
         target = self.child(new_parent, name_new)
         if target is node:
             return
