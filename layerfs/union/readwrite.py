@@ -307,7 +307,8 @@ class ReadWriteOperations(ReadOnlyOperations):
             self.mapped.pop(node.ino, None)
             if flags & os.O_TRUNC:
                 os.truncate(node.payload, 0)
-                self.upper.record(["attr", node.ino, {"size": 0, "mtime_ns": now_ns()}])
+                # the data file's own mtime, which is what a remount reads back
+                self.upper.record(["attr", node.ino, {"size": 0, "mtime_ns": os.stat(node.payload).st_mtime_ns}])
         return self._open(node)
 
     @_disk_errors
@@ -322,9 +323,12 @@ class ReadWriteOperations(ReadOnlyOperations):
         node = self.node(fh)
         if not node.upper:
             raise _fail(errno.EBADF)
-        written = os.pwrite(self._fd(node), buf, off)
+        fd = self._fd(node)
+        written = os.pwrite(fd, buf, off)
         node.size = max(node.size, off + written)
-        node.mtime_ns = now_ns()
+        # The kernel stamps the data file from its coarse clock; a remount reads that
+        # stamp back, so serve the same one now rather than time.time_ns().
+        node.mtime_ns = os.fstat(fd).st_mtime_ns
         node.cache = None
         return written
 
