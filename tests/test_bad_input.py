@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from conftest import LAYERFS_BIN, TEST_USER, Layerfs
-from support.oci import (TarSpec, directory, file, hardlink, make_layer, sha256_digest,
+from support.oci import (TarSpec, directory, file, hardlink, make_layer, raw_tar, sha256_digest,
                          symlink, write_oci_layout)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_BUSY = 1, 2, 3, 4
@@ -172,6 +173,10 @@ HOSTILE: dict[str, tuple[list[TarSpec], str]] = {
                                "evil/x"),
     "hardlink-outside": ([hardlink("link", "../../etc/passwd")], "../../etc/passwd"),
     "hardlink-forward": ([hardlink("link", "later"), file("later", b"data\n")], "later"),
+    # No Linux filesystem holds a name over 255 bytes: no tool could unpack these.
+    "long-name": ([file("n" * 256, b"too long\n")], "n" * 256),
+    "long-directory-name": ([directory("d" * 300), file("d" * 300 + "/x", b"below\n")], "d" * 300),
+    "long-multibyte-name": ([file("\u00e9" * 128, b"256 bytes, 128 characters\n")], "\u00e9" * 128),
 }
 
 
@@ -184,6 +189,22 @@ def test_hostile_layer_is_refused(seeded: Layerfs, case: str, transport: str) ->
     source = as_source(seeded, transport, make_layer(entries, "gzip"))
     stderr = assert_refused(seeded, ["import", source, "evil:1"], (EXIT_ERROR,))
     assert culprit in stderr, f"the error does not name {culprit!r}: {stderr}"
+
+
+def test_long_gnu_name_is_refused(seeded: Layerfs) -> None:
+    """The same limit for a name written GNU-style (././@LongLink), not as a PAX record."""
+    info = file("g" * 256, b"gnu\n").tarinfo()
+    layer = raw_tar([(info, b"gnu\n")], format=tarfile.GNU_FORMAT)
+    stderr = assert_refused(seeded, ["import", as_source(seeded, "tar", layer), "gnu:1"], (EXIT_ERROR,))
+    assert "g" * 256 in stderr
+
+
+def test_names_of_255_bytes_import(seeded: Layerfs) -> None:
+    """The control: the longest names a filesystem holds are fine, in bytes, not characters."""
+    entries = [directory("d" * 255), file("d" * 255 + "/" + "n" * 255, b"ok\n"),
+               file("\u00e9" * 127 + "x", b"255 bytes\n")]
+    seeded.run("import", as_source(seeded, "tar", make_layer(entries)), "long:1", "-q")
+    assert len(image_ids(seeded)) == 2
 
 
 def truncated(data: bytes) -> bytes:

@@ -355,6 +355,60 @@ def test_import_dir_rootfs(lfs: Layerfs) -> None:
     assert stored == dir_tree(rootfs, owners=owners)
 
 
+def rootfs_with_unreadable_parts(lfs: Layerfs) -> Path:
+    """A rootfs made by root that the test user can read only in part: a 0600 file with
+    a second (hard) name, a 0700 directory, and a directory it may list but not enter."""
+    rootfs = lfs.workdir / "partly-readable"
+    for path in ("etc", "private", "listable"):
+        (rootfs / path).mkdir(parents=True)
+    (rootfs / "etc" / "hostname").write_text("visible\n")
+    (rootfs / "etc" / "shadow").write_text("root:*:19000::::::\n")
+    (rootfs / "etc" / "shadow").chmod(0o600)
+    os.link(rootfs / "etc" / "shadow", rootfs / "etc" / "shadow-again")
+    (rootfs / "private" / "key").write_text("secret\n")
+    (rootfs / "private").chmod(0o700)
+    (rootfs / "listable" / "inside").write_text("cannot stat me\n")
+    (rootfs / "listable").chmod(0o744)
+    os.chmod(rootfs, 0o755)
+    return rootfs
+
+
+UNREADABLE = ["etc/shadow", "etc/shadow-again", "listable/inside", "private"]
+
+
+def test_import_dir_refuses_what_it_cannot_read(lfs_user: Layerfs) -> None:
+    """An unreadable path fails a `dir:` import with one line naming it, changing
+    nothing, instead of leaving it out of the image unnoticed."""
+    rootfs = rootfs_with_unreadable_parts(lfs_user)
+    src, _ = oci_source(lfs_user, "src", sample_layers("seed"))
+    import_image(lfs_user, f"oci:{src}", "seed:1")
+    before = lfs_user.store_snapshot()
+    proc = lfs_user.run("import", f"dir:{rootfs}", "partial:1", check=False)
+    assert_clean_error(proc, (1,))
+    assert str(rootfs / "etc" / "shadow") in proc.stderr and "--skip-unreadable" in proc.stderr
+    assert lfs_user.store_snapshot() == before
+
+
+def test_import_dir_skip_unreadable(lfs_user: Layerfs) -> None:
+    """--skip-unreadable imports the rest and lists every path it left out, one line each."""
+    rootfs = rootfs_with_unreadable_parts(lfs_user)
+    proc = lfs_user.run("import", "--skip-unreadable", f"dir:{rootfs}", "partial:1")
+    assert proc.stdout.startswith("Loaded image: partial:1 ")
+    assert sorted(proc.stderr.splitlines()) == [
+        f"layerfs: skipped (permission denied): {rootfs / path}" for path in UNREADABLE]
+    stored = stored_layer_tree(lfs_user, assert_image_intact(lfs_user, "partial:1"))
+    assert sorted(stored) == ["etc", "etc/hostname", "listable"]
+    assert stored["etc/hostname"][-1] == b"visible\n"
+
+
+def test_skip_unreadable_is_for_dir_sources(lfs: Layerfs) -> None:
+    """Other sources cannot leave anything out: the option is refused for them."""
+    src, _ = oci_source(lfs, "src", sample_layers("other"))
+    before = lfs.store_snapshot()
+    assert_clean_error(lfs.run("import", "--skip-unreadable", f"oci:{src}", "x:1", check=False), (1,))
+    assert lfs.store_snapshot() == before
+
+
 TARBALL_ENTRIES = [
     directory("usr"), directory("usr/bin"),
     file("usr/bin/su", b"\x7fELF pretend", mode=0o4755),
@@ -441,6 +495,33 @@ def test_tag_adds_a_name_not_a_copy(lfs: Layerfs) -> None:
     assert sorted(inspect(lfs, "app:v1")["names"]) == ["app:v1", "bare:latest", "copy:v9"]
     assert len(images(lfs)) == 1
     assert (blob_files(lfs), layer_dirs(lfs)) == (blobs, layers)
+
+
+AMBIGUOUS_NAMES = ["sha256:abcd", "sha256", "sha256:latest", "a" * 64, "0123456789" * 6 + "abcd:v1"]
+
+
+@pytest.mark.parametrize("name", AMBIGUOUS_NAMES)
+def test_names_that_read_as_digests_or_ids_are_refused(lfs: Layerfs, name: str) -> None:
+    """As docker refuses them: a repository "sha256", or one of 64 hex digits, would be
+    taken for a digest or an image id. tag, import and commit refuse them alike."""
+    src, _ = oci_source(lfs, "src", sample_layers("ambiguous"))
+    import_image(lfs, f"oci:{src}", "app:v1")
+    lfs.run("create", "app:v1", "--name", "box")
+    before = lfs.store_snapshot()
+    for args in (["tag", "app:v1", name], ["import", f"oci:{src}", name], ["commit", "box", name]):
+        assert_clean_error(lfs.run(*args, check=False), (1,))
+        assert lfs.store_snapshot() == before, args
+    assert [i["names"] for i in images(lfs)] == [["app:v1"]]
+
+
+def test_names_near_the_ambiguous_ones_are_fine(lfs: Layerfs) -> None:
+    """The control: only those exact shapes are refused."""
+    src, _ = oci_source(lfs, "src", sample_layers("near"))
+    import_image(lfs, f"oci:{src}", "app:v1")
+    near = ["sha256x:1", "my/sha256:1", "a" * 63, "a" * 65, "sha512:abcd"]
+    for name in near:
+        lfs.run("tag", "app:v1", name)
+    assert sorted(images(lfs)[0]["names"]) == sorted(["app:v1", *(n if ":" in n else f"{n}:latest" for n in near)])
 
 
 # ---------------------------------------------------------------------------------------
@@ -547,21 +628,103 @@ def test_rmi_removes_one_name_of_many(lfs: Layerfs) -> None:
     assert blob_files(lfs) == set()
 
 
-def test_rmi_refuses_a_mounted_image(lfs: Layerfs) -> None:
-    """An image that is mounted cannot be removed (exit 4); after umount it can."""
-    src, info = oci_source(lfs, "src", sample_layers("mounted"))
+def untagged_and_deleted(proc: Any) -> list[str]:
+    """rmi's report on stdout, one line each."""
+    return proc.stdout.splitlines()
+
+
+def one_image_two_names(lfs: Layerfs, marker: str) -> ImageInfo:
+    """app:v1 and app:v2 naming one imported image."""
+    src, info = oci_source(lfs, "src", sample_layers(marker))
     import_image(lfs, f"oci:{src}", "app:v1")
-    mountpoint = lfs.mkdir("mnt")
-    lfs.run("mount", "app:v1", str(mountpoint))
-    try:
-        before = lfs.store_snapshot()
-        assert_clean_error(lfs.run("rmi", "app:v1", check=False), (4,))
+    lfs.run("tag", "app:v1", "app:v2")
+    return info
+
+
+def test_rmi_by_id_of_an_image_with_several_names(lfs: Layerfs) -> None:
+    """An id means the image and every name of it: refused (exit 1) unless -f, so one
+    command never drops names nobody typed; with -f all go and the image is deleted."""
+    info = one_image_two_names(lfs, "by-id")
+    before = lfs.store_snapshot()
+    for ref in (info.config_digest, info.config_digest[7:19], f"app@{info.manifest_digest}"):
+        assert_clean_error(lfs.run("rmi", ref, check=False), (1,))
         assert lfs.store_snapshot() == before
-        assert lfs.sh(["cat", str(mountpoint / "etc/hostname")]).stdout == b"mounted on top\n"
-    finally:
-        lfs.run("umount", str(mountpoint))
-    lfs.run("rmi", "app:v1")
+    proc = lfs.run("rmi", "-f", info.config_digest[7:19])
+    assert untagged_and_deleted(proc) == ["Untagged: app:v1", "Untagged: app:v2", f"Deleted: {info.config_digest}"]
+    assert images(lfs) == [] and blob_files(lfs) == set()
+
+
+def test_rmi_of_several_references_is_all_or_nothing(lfs: Layerfs) -> None:
+    """One unknown reference among several: exit 3, and no name is removed."""
+    info = one_image_two_names(lfs, "all-or-nothing")
+    before = lfs.store_snapshot()
+    proc = lfs.run("rmi", "app:v1", "nosuch:1", check=False)
+    assert_clean_error(proc, (3,))
+    assert proc.stdout == ""
+    assert lfs.store_snapshot() == before
+    assert untagged_and_deleted(lfs.run("rmi", "app:v1", "app:v2")) == [
+        "Untagged: app:v1", "Untagged: app:v2", f"Deleted: {info.config_digest}"]
     assert images(lfs) == []
+
+
+def test_rmi_and_a_container(lfs: Layerfs) -> None:
+    """Untagging a name the image has more of is always fine; its last name is refused
+    (exit 4, naming the container) unless -f, which untags it and keeps the image,
+    unnamed, for the container. -f of one name untags only that name."""
+    info = one_image_two_names(lfs, "container")
+    lfs.run("tag", "app:v1", "app:v3")
+    lfs.run("create", "app:v1", "--name", "c1")
+    blobs, layers = blob_files(lfs), layer_dirs(lfs)
+
+    assert untagged_and_deleted(lfs.run("rmi", "app:v3")) == ["Untagged: app:v3"]
+    assert untagged_and_deleted(lfs.run("rmi", "-f", "app:v2")) == ["Untagged: app:v2"]
+    assert image_by_id(lfs, info.config_digest)["names"] == ["app:v1"]
+    before = lfs.store_snapshot()
+    proc = lfs.run("rmi", "app:v1", check=False)
+    assert_clean_error(proc, (4,))
+    assert "c1" in proc.stderr
+    assert lfs.store_snapshot() == before
+
+    proc = lfs.run("rmi", "-f", "app:v1")
+    assert untagged_and_deleted(proc) == ["Untagged: app:v1"]
+    assert "c1" in proc.stderr
+    assert image_by_id(lfs, info.config_digest)["names"] == []
+    assert (blob_files(lfs), layer_dirs(lfs)) == (blobs, layers)
+
+    lfs.run("rm", "c1")
+    assert untagged_and_deleted(lfs.run("rmi", info.config_digest[7:19])) == [f"Deleted: {info.config_digest}"]
+    assert images(lfs) == [] and blob_files(lfs) == set() and layer_dirs(lfs) == set()
+
+
+def test_rmi_force_by_id_keeps_an_image_a_container_uses(lfs: Layerfs) -> None:
+    """-f by id removes every name; a container's image then stays, unnamed, and rmi says so."""
+    info = one_image_two_names(lfs, "force-id")
+    lfs.run("create", "app:v1", "--name", "keeper")
+    assert_clean_error(lfs.run("rmi", info.config_digest, check=False), (1,))
+    proc = lfs.run("rmi", "-f", info.config_digest)
+    assert untagged_and_deleted(proc) == ["Untagged: app:v1", "Untagged: app:v2"]
+    assert "kept" in proc.stderr and "keeper" in proc.stderr
+    assert [(i["id"], i["names"]) for i in images(lfs)] == [(info.config_digest, [])]
+    assert_image_intact(lfs, info.config_digest)
+
+
+def test_rmi_and_a_mounted_image(lfs: Layerfs) -> None:
+    """The same rules for a mounted image: an extra name goes; the last is refused
+    (exit 4, naming the mount point) unless -f keeps the image for the mount, which
+    goes on serving it; after umount the unnamed image can be removed."""
+    info = one_image_two_names(lfs, "mounted")
+    with lfs.mounted("app:v1") as mountpoint:
+        assert untagged_and_deleted(lfs.run("rmi", "app:v2")) == ["Untagged: app:v2"]
+        before = lfs.store_snapshot()
+        proc = lfs.run("rmi", "app:v1", check=False)
+        assert_clean_error(proc, (4,))
+        assert str(mountpoint) in proc.stderr
+        assert lfs.store_snapshot() == before
+        assert untagged_and_deleted(lfs.run("rmi", "-f", "app:v1")) == ["Untagged: app:v1"]
+        assert image_by_id(lfs, info.config_digest)["names"] == []
+        assert lfs.sh(["cat", str(mountpoint / "etc/hostname")]).stdout == b"mounted on top\n"
+    lfs.run("rmi", info.config_digest)
+    assert images(lfs) == [] and blob_files(lfs) == set()
 
 
 # ---------------------------------------------------------------------------------------

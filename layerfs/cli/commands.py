@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from layerfs.cli.output import ago, human_size, print_json, table
+from layerfs.cli.output import ago, human_size, print_json, quote_path, table
 from layerfs.cli.progress import progress_for_terminal
 from layerfs.container.records import Containers
 from layerfs.cli.container_commands import mount_container
-from layerfs.errors import Busy, LayerfsError, NotFound
-from layerfs.image.catalog import Catalog, Image, reference_name
+from layerfs.errors import NotFound
+from layerfs.image.catalog import Catalog, Image, Use, reference_name
 from layerfs.image.importer import import_image
 from layerfs.image.transports import open_source
 from layerfs.store.layout import Store
 from layerfs.union.build import merged_tree, prune_tree_cache
+from layerfs.union.access import mount_kind
 from layerfs.union.operations import image_operations
 from layerfs.union.daemon import check_mountpoint, mount, unmount
 from layerfs.union.mounts import live_mounts, mounted_images
@@ -27,8 +30,12 @@ def _display_name(image: Image) -> str:
     return image.names[0] if image.names else image.short_id
 
 
+def _report_skipped(path: str, why: str) -> None:
+    print(f"layerfs: skipped ({why}): {quote_path(os.fsencode(path))}", file=sys.stderr)
+
+
 def cmd_import(store: Store, args: argparse.Namespace) -> None:
-    source = open_source(args.source)
+    source = open_source(args.source, _report_skipped if args.skip_unreadable else None)
     with progress_for_terminal(args.quiet) as progress:
         image, name = import_image(store, source, args.name, progress)
     if args.quiet:
@@ -97,67 +104,57 @@ def cmd_tag(store: Store, args: argparse.Namespace) -> None:
         catalog.name(catalog.descriptor(image), name)
 
 
+def _use_of(store: Store) -> Callable[[Image], Use | None]:
+    """What uses an image, so that rmi does not remove it under a mount or a container:
+    read with the store locked, as containers are created under the lock."""
+    containers = Containers(store)
+    mounted = mounted_images(store)
+
+    def use_of(image: Image) -> Use | None:
+        if image.id in mounted:
+            return Use(f"mounted at {mounted[image.id]}", "umount it")
+        users = containers.using_image(image.id)
+        return Use(f"used by container {users[0].name}", "remove the container") if users else None
+    return use_of
+
+
 def cmd_rmi(store: Store, args: argparse.Namespace) -> None:
     catalog = Catalog(store)
-    containers = Containers(store)
-    in_use = mounted_images(store)
     with store.locked():
-        for ref in args.refs:
-            image = catalog.resolve(ref)
-            if image.id in in_use:
-                raise Busy(f"image {ref} is mounted at {in_use[image.id]}: umount it first")
-            users = containers.using_image(image.id)
-            if users:
-                if not args.force:
-                    raise Busy(f"image {ref} is used by container {users[0].name}: remove the "
-                               "container first, or use --force to remove only the image's names")
-                for name in image.names:
-                    catalog.untag(image, name)
-                    print(f"Untagged: {name}")
-                catalog.name(catalog.descriptor(image), None)  # the container still needs it
-                continue
-            named = reference_name(ref) if _is_name(ref, image) else None
-            if named and len(image.names) > 1:
-                catalog.untag(image, named)
-                print(f"Untagged: {named}")
-                continue
-            if len(image.names) > 1 and not args.force:
-                raise LayerfsError(f"image {ref} has several names ({', '.join(image.names)}): "
-                                   "remove them one by one, or use --force")
-            catalog.remove(image)
-            for name in image.names:
-                print(f"Untagged: {name}")
-            print(f"Deleted: {image.id}")
+        use_of = _use_of(store)
+        with catalog.batch():
+            removals = [catalog.remove_reference(ref, args.force, use_of) for ref in args.refs]
         freed, live_layers = catalog.collect_garbage()
         prune_tree_cache(store, live_layers)
+    for removal in removals:
+        for name in removal.untagged:
+            print(f"Untagged: {name}")
+        if removal.deleted:
+            print(f"Deleted: {removal.image.id}")
+        elif removal.kept_for:
+            print(f"layerfs: kept image {removal.image.short_id} without a name: it is "
+                  f"{removal.kept_for.what}", file=sys.stderr)
     if freed:
         print(f"Reclaimed {human_size(freed)}", file=sys.stderr)
 
 
-def _is_name(ref: str, image: Image) -> bool:
-    try:
-        return reference_name(ref) in image.names
-    except LayerfsError:
-        return False
-
-
 def cmd_mount(store: Store, args: argparse.Namespace) -> None:
     mountpoint = check_mountpoint(Path(args.mountpoint))
+    kind = mount_kind(args.allow_other)
     try:
         container = Containers(store).resolve(args.ref)
     except NotFound:
         container = None
     if container is not None:
-        mount_container(store, container, mountpoint, args.foreground)
+        mount_container(store, container, mountpoint, args.foreground, kind)
         return
     image = Catalog(store).resolve(args.ref)
-    make = image_operations(merged_tree(store, image.diff_ids))
-    name = args.ref if args.ref in image.names else _display_name(image)
+    make = image_operations(merged_tree(store, image.diff_ids), kind)
     if args.foreground:
-        print(f"Serving {name} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
-    pid = mount(store, make, mountpoint, name, image.id, args.foreground)
+        print(f"Serving {args.ref} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
+    pid = mount(store, make, mountpoint, args.ref, image.id, args.foreground, kind)
     if not args.foreground:
-        print(f"Mounted {name} at {mountpoint} (read-only, pid {pid})")
+        print(f"Mounted {args.ref} at {mountpoint} (read-only, {kind.label}, pid {pid})")
 
 
 def cmd_umount(store: Store, args: argparse.Namespace) -> None:
@@ -167,8 +164,8 @@ def cmd_umount(store: Store, args: argparse.Namespace) -> None:
 def cmd_mounts(store: Store, args: argparse.Namespace) -> None:
     records = live_mounts(store)
     if args.json:
-        print_json([r.to_json() for r in records])
+        print_json([dict(r.to_json(), here=r.here) for r in records])
         return
-    table(["MOUNTPOINT", "IMAGE OR CONTAINER", "ID", "PID"],
-          [[r.mountpoint, r.image, r.id.removeprefix("sha256:")[:12], str(r.pid)] for r in records])
-
+    table(["MOUNTPOINT", "IMAGE OR CONTAINER", "ID", "KIND", "PID"],
+          [[r.mountpoint + ("" if r.here else " (in another mount namespace)"), r.image,
+            r.id.removeprefix("sha256:")[:12], r.kind, str(r.pid)] for r in records])

@@ -16,6 +16,7 @@ from layerfs.container.volumes import Volumes
 from layerfs.errors import BadInput, Busy
 from layerfs.image.catalog import Catalog
 from layerfs.store.layout import Store
+from layerfs.union.access import MountKind
 from layerfs.union.build import merged_tree
 from layerfs.union.daemon import mount, unmount
 from layerfs.union.mounts import live_mounts
@@ -64,18 +65,19 @@ def cmd_rm(store: Store, args: argparse.Namespace) -> None:
             print(container.name)
 
 
-def mount_container(store: Store, container: Container, mountpoint: Path, foreground: bool) -> None:
+def mount_container(store: Store, container: Container, mountpoint: Path, foreground: bool,
+                    kind: MountKind) -> None:
     if where := _mounted_at(store, container):
         raise Busy(f"container {container.name} is already mounted at {where}")
     image = Catalog(store).resolve(container.image_digest)
     tree = merged_tree(store, image.diff_ids)
     make = container_operations(tree, Containers(store).upper(container),
-                                tree_identity(image.diff_ids, tree))
+                                tree_identity(image.diff_ids, tree), kind)
     if foreground:
         print(f"Serving container {container.name} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
-    pid = mount(store, make, mountpoint, container.name, container.id, foreground, writable=True)
+    pid = mount(store, make, mountpoint, container.name, container.id, foreground, kind, writable=True)
     if not foreground:
-        print(f"Mounted container {container.name} at {mountpoint} (read-write, pid {pid})")
+        print(f"Mounted container {container.name} at {mountpoint} (read-write, {kind.label}, pid {pid})")
 
 
 def cmd_diff(store: Store, args: argparse.Namespace) -> None:

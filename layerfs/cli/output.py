@@ -1,11 +1,78 @@
-"""Printing for people and for scripts: tables, sizes, times, JSON."""
+"""Printing for people and for scripts: tables, sizes, times, JSON; and stdout that
+fails as one error line when it cannot be written."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, TextIO
+
+from layerfs.errors import LayerfsError
+
+
+class OutputError(LayerfsError):
+    """Standard output cannot be written: closed, or the reader of its pipe went away."""
+
+
+def _fd1_to_devnull() -> None:
+    """Point fd 1 at /dev/null: a closed fd 1 would otherwise be the next file opened,
+    and after a failed write the interpreter's flush at exit, of whatever is still
+    buffered, must not fail again (Python would print "Exception ignored")."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != 1:
+        os.dup2(null, 1)
+        os.close(null)
+
+
+class GuardedStdout:
+    """sys.stdout while a command runs: a write or flush that fails raises OutputError,
+    which main() reports as one line, instead of an OSError (or, with fd 1 closed at
+    start, when Python sets sys.stdout to None, an AttributeError) from wherever the
+    command happened to print."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._original = stream
+        self._stream = stream
+        self._error = OutputError("cannot write output: standard output is closed")
+        if stream is None:
+            _fd1_to_devnull()
+
+    def __getattr__(self, name: str) -> Any:
+        """The rest (isatty, fileno, encoding) is the real stream's."""
+        return getattr(self._original, name)
+
+    def write(self, text: str) -> int:
+        """Write through the byte buffer until all is written: when the reader leaves
+        midway, BufferedWriter returns a short count and TextIOWrapper would drop the
+        rest without a word; writing the rest gets the EPIPE."""
+        if self._stream is None:
+            raise self._error
+        data = memoryview(text.encode(self._stream.encoding, self._stream.errors))
+        try:
+            while data:
+                data = data[self._stream.buffer.write(data):]
+            if self._stream.line_buffering and "\n" in text:
+                self._stream.buffer.flush()
+        except OSError as e:
+            raise self._failed(e) from None
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush now, inside main's error handling; once writing failed nothing is left
+        worth flushing, so the flush at exit passes."""
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except OSError as e:
+                raise self._failed(e) from None
+
+    def _failed(self, error: OSError) -> OutputError:
+        self._stream = None
+        _fd1_to_devnull()
+        self._error = OutputError(f"cannot write output: {error.strerror or error}")
+        return self._error
 
 
 def human_size(size: float) -> str:

@@ -48,7 +48,8 @@ def _differs(old: Node, new: Node) -> bool:
         return True
     if new.kind == DIRECTORY:
         return False  # a directory's mtime moves with its children: not a change of its own
-    return new.upper or (old.mtime_ns, old.size, old.rdev, old.target) != (new.mtime_ns, new.size, new.rdev, new.target)
+    return new.upper or (old.mtime_ns, old.atime_ns, old.size, old.rdev, old.target) \
+        != (new.mtime_ns, new.atime_ns, new.size, new.rdev, new.target)
 
 
 def compare(base: MergedTree, current: MergedTree) -> Iterator[Change]:

@@ -7,14 +7,17 @@ left, as OCI tools expect. An image's id is its config digest, as in docker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from layerfs.errors import BadInput, LayerfsError, NotFound
+from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
 from layerfs.image.manifest import REF_NAME, Descriptor, Manifest, diff_ids, parse_json
-from layerfs.image.reference import is_digest, is_id_prefix, parse_reference
+from layerfs.image.reference import (DIGEST_ALGORITHM, is_digest, is_full_id, is_id_prefix,
+                                     parse_reference)
 from layerfs.layer.stored import unpacked_size
 from layerfs.store.layout import Store
 
@@ -46,9 +49,50 @@ class Image:
         return str(self.config.get("created", ""))
 
 
+@dataclass(frozen=True)
+class Use:
+    """Something an image must not be removed under, in words for an error line:
+    `what` it is ("used by container web") and the `remedy` ("remove the container")."""
+
+    what: str
+    remedy: str
+
+
+@dataclass
+class Removal:
+    """What removing one reference did, for `rmi` to report as docker does."""
+
+    image: Image
+    untagged: list[str]
+    deleted: bool
+    kept_for: Use | None = None  # what still uses the image, kept unnamed for it
+
+
 class Catalog:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._pending: dict[str, Any] | None = None  # index.json being edited by batch()
+
+    def _index(self) -> dict[str, Any]:
+        return self._pending if self._pending is not None else self.store.read_index()
+
+    def _publish(self, index: dict[str, Any]) -> None:
+        if self._pending is not None:
+            self._pending = index
+        else:
+            self.store.write_index(index)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Publish every edit made in the block as one index.json, or none if the block
+        fails: a command given several references changes all of them or nothing.
+        Reads in the block see the edits made so far (callers hold store.locked())."""
+        self._pending = self.store.read_index()
+        try:
+            yield
+            self.store.write_index(self._pending)
+        finally:
+            self._pending = None
 
     # -- reading ----------------------------------------------------------------------
 
@@ -59,14 +103,19 @@ class Catalog:
         return Image(digest, manifest, parse_json(data, "manifest"), config, names)
 
     def images(self) -> list[Image]:
-        """Every image, in the order first named, each with all its names."""
-        names: dict[str, list[str]] = {}
-        for entry in self.store.read_index()["manifests"]:
-            listed = names.setdefault(entry["digest"], [])
-            ref = (entry.get("annotations") or {}).get(REF_NAME)
-            if ref:
-                listed.append(ref)
-        return [self._load(digest, refs) for digest, refs in names.items()]
+        """Every image, in the order first named, each with all its names.
+
+        Readers take no lock, so an rmi may publish an index without an image and
+        delete its blobs between our reading index.json and its blobs: such an image
+        is left out, as if the index had been read a moment later."""
+        found = []
+        for digest, refs in _names_by_manifest(self._index()).items():
+            try:
+                found.append(self._load(digest, refs))
+            except NotFound:
+                if digest in _names_by_manifest(self.store.read_index()):
+                    raise  # still listed: the store really lacks the blob
+        return found
 
     def size(self, image: Image) -> int:
         return sum(unpacked_size(self.store, d) for d in image.diff_ids)
@@ -109,7 +158,7 @@ class Catalog:
 
     def name(self, descriptor: Descriptor, name: str | None) -> None:
         """Point `name` (or, if None, an unnamed entry) at a stored manifest; names move."""
-        index = self.store.read_index()
+        index = self._index()
         entries = index["manifests"]
         same = [e for e in entries if e["digest"] == descriptor.digest]
         if name is None:
@@ -119,24 +168,49 @@ class Catalog:
             entries[:] = [e for e in entries if (e.get("annotations") or {}).get(REF_NAME) != name
                           and not (e["digest"] == descriptor.digest and not e.get("annotations"))]
             entries.append(dict(descriptor.to_json(), annotations={REF_NAME: name}))
-        self.store.write_index(index)
+        self._publish(index)
 
     def descriptor(self, image: Image) -> Descriptor:
         media_type = image.manifest_doc.get("mediaType") or image.manifest.media_type
         size = self.store.blob_path(image.digest).stat().st_size
         return Descriptor(media_type, image.digest, size)
 
-    def untag(self, image: Image, name: str) -> None:
-        """Remove one name; an image left with no name is removed too."""
-        index = self.store.read_index()
+    def _untag(self, name: str) -> None:
+        index = self._index()
         index["manifests"] = [e for e in index["manifests"]
                               if (e.get("annotations") or {}).get(REF_NAME) != name]
-        self.store.write_index(index)
+        self._publish(index)
 
-    def remove(self, image: Image) -> None:
-        index = self.store.read_index()
+    def _remove(self, image: Image) -> None:
+        index = self._index()
         index["manifests"] = [e for e in index["manifests"] if e["digest"] != image.digest]
-        self.store.write_index(index)
+        self._publish(index)
+
+    def remove_reference(self, ref: str, force: bool, use_of: Callable[[Image], Use | None]) -> Removal:
+        """Remove what `ref` names, by docker's rules for rmi.
+
+        A name is untagged, and the image goes with its last name. An id (or digest)
+        means the image with all its names, which takes `force` when it has several,
+        so that one command cannot drop names the user did not see. An image in use
+        (`use_of` says by what: a container, a mount) is not removed under it:
+        refused (Busy), or with `force` its names go and it stays, unnamed, for that use."""
+        image = self.resolve(ref)
+        name = _name_in(ref, image)
+        if name is not None and len(image.names) > 1:
+            self._untag(name)
+            return Removal(image, [name], deleted=False)
+        if name is None and len(image.names) > 1 and not force:
+            raise LayerfsError(f"image {ref} has several names ({', '.join(image.names)}): "
+                               "remove them by name, or use -f to remove the image with all of them")
+        use = use_of(image)
+        if use is not None and not force:
+            raise Busy(f"image {ref} is {use.what}: {use.remedy} first, or use -f to remove "
+                       "only its names (the image then stays, unnamed, for that use)")
+        descriptor = self.descriptor(image)
+        self._remove(image)
+        if use is not None:
+            self.name(descriptor, None)
+        return Removal(image, image.names, deleted=use is None, kept_for=use)
 
     def collect_garbage(self) -> tuple[int, set[str]]:
         """Delete blobs and unpacked layers no image references; return (bytes freed, live diff_ids)."""
@@ -156,10 +230,40 @@ class Catalog:
         return freed, live_layers
 
 
+def _names_by_manifest(index: dict[str, Any]) -> dict[str, list[str]]:
+    """manifest digest -> its names, in index order (an unnamed entry gives no name)."""
+    names: dict[str, list[str]] = {}
+    for entry in index["manifests"]:
+        listed = names.setdefault(entry["digest"], [])
+        ref = (entry.get("annotations") or {}).get(REF_NAME)
+        if ref:
+            listed.append(ref)
+    return names
+
+
+def _name_in(ref: str, image: Image) -> str | None:
+    """The stored name that `ref` spells, if it is one of the image's names (else `ref`
+    is an id, digest or name@digest and means the image itself)."""
+    try:
+        parsed = parse_reference(ref)
+    except BadInput:
+        return None
+    return str(parsed) if not parsed.digest and str(parsed) in image.names else None
+
+
 def reference_name(text: str) -> str:
-    """Normalise a NAME[:TAG] given on the command line to the stored "name:tag" form."""
+    """Normalise a NAME[:TAG] given on the command line to the stored "name:tag" form.
+
+    Names that read as a digest (`sha256:abcd`) or an image id (64 hex digits) are
+    refused, as docker refuses them: every command would take them for the digest or
+    id of some other image."""
     ref = parse_reference(text)
     if ref.digest:
-        raise LayerfsError(f"cannot name an image {text!r}: a name may not contain a digest")
+        raise BadInput(f"cannot name an image {text!r}: a name may not contain a digest")
+    if ref.name == DIGEST_ALGORITHM:
+        raise BadInput(f"refusing to create an ambiguous name {text!r}: {DIGEST_ALGORITHM!r} as a "
+                       "repository name reads as a digest algorithm")
+    if is_full_id(ref.name):
+        raise BadInput(f"invalid repository name {text!r}: 64 hexadecimal digits read as an image id")
     return str(ref)
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from layerfs.errors import BadInput
 
 DEFAULT_TAG = "latest"
+DIGEST_ALGORITHM = "sha256"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?/)?"
 _NAME = re.compile(rf"^{_HOST}{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
+_FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,8 @@ def is_digest(text: str) -> bool:
 def is_id_prefix(text: str) -> bool:
     """Could `text` be an abbreviated image id (a prefix of the config digest's hex)?"""
     return bool(_HEX.match(text.removeprefix("sha256:")))
+
+
+def is_full_id(text: str) -> bool:
+    """Is `text` a whole image id without its algorithm (64 lowercase hex digits)?"""
+    return bool(_FULL_ID.match(text))

@@ -25,15 +25,22 @@ from layerfs.store.digest import Readable
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 CHUNK = 1 << 20
+NAME_MAX = 255  # bytes in one path component, on every Linux filesystem
 
 
 def clean_path(name: str, what: str) -> str:
-    """A tar member name as a relative path; absolute names and ".." are refused."""
+    """A tar member name as a relative path; absolute names and ".." are refused, and
+    so are components longer than NAME_MAX bytes: no filesystem can hold them, so
+    a layer with one cannot be unpacked by any tool, nor committed back out as an
+    image other tools accept."""
     if name.startswith("/"):
         raise BadInput(f"{what}: absolute path {name!r} in layer")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise BadInput(f"{what}: path {name!r} escapes the layer with '..'")
+    if any(len(os.fsencode(part)) > NAME_MAX for part in parts):
+        raise BadInput(f"{what}: path {name!r} has a name longer than {NAME_MAX} bytes, "
+                       "which no Linux filesystem can hold")
     return "/".join(parts)
 
 

@@ -9,7 +9,8 @@
 Crash safety comes from one rule: everything is written under tmp/ and renamed
 into place only after it is verified, and index.json (the list of images) is
 replaced last. A killed import leaves at most unreferenced files, never a
-half-visible image.
+half-visible image. Writers take ROOT/.lock first; the store's own files, index.json
+included, are only ever created with it held.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import pwd
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,28 +27,77 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from layerfs.errors import LayerfsError, NotFound
+from layerfs.identity import in_user_namespace
 from layerfs.store.digest import check_digest, sha256_of, verify
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 EMPTY_INDEX: dict[str, Any] = {"schemaVersion": 2, "manifests": []}
+LOCK = ".lock"
 
 
 def default_root() -> Path:
     """Where the store lives when neither --root nor LAYERFS_ROOT says."""
     if env := os.environ.get("LAYERFS_ROOT"):
         return Path(env)
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not in_user_namespace():
         return Path("/var/lib/layerfs")
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(data_home) / "layerfs"
+
+
+def _existing_ancestor(root: Path) -> os.stat_result:
+    """The stat of `root`, or of the nearest directory above it that exists: whoever
+    owns that is who a store made there belongs to."""
+    path = Path(os.path.abspath(root))
+    while True:
+        try:
+            return os.stat(path)
+        except FileNotFoundError:
+            path = path.parent
+
+
+def _mapped(uid: int) -> bool:
+    """Whether this user namespace maps `uid`: an owner outside the map shows as the
+    overflow id, which no process here can become (nor write as)."""
+    with open("/proc/self/uid_map") as f:
+        ranges = [tuple(map(int, line.split())) for line in f if line.strip()]
+    return any(inside <= uid < inside + count for inside, _outside, count in ranges)
+
+
+def act_as_owner(root: Path) -> None:
+    """Run the rest of the command with the effective ids and groups of the user who
+    owns the store (or, for a new store, the directory it will be made in), when
+    root runs it on someone else's store.
+
+    `sudo layerfs --root ~user/... tag` would otherwise leave root-owned files that
+    lock the owner out of their own store. Acting as the owner makes every file the
+    store gains theirs, with no chown scattered over the code, and keeps root from
+    putting into it what the owner could not have read."""
+    if os.geteuid() != 0:
+        return
+    owner = _existing_ancestor(root)
+    if owner.st_uid == 0 or not _mapped(owner.st_uid):
+        return
+    try:
+        user = pwd.getpwuid(owner.st_uid)
+    except KeyError:  # an id without a passwd entry: its files' group is all we know
+        gid, groups = owner.st_gid, [owner.st_gid]
+    else:
+        gid, groups = user.pw_gid, os.getgrouplist(user.pw_name, user.pw_gid)
+    os.setgroups(groups)
+    os.setegid(gid)
+    os.seteuid(owner.st_uid)
 
 
 def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, never a mix.
 
     The temporary file lives in `scratch` (same filesystem) when given, so that a
-    writer killed midway leaves debris only where the store cleans it up."""
-    fd, tmp = tempfile.mkstemp(dir=scratch or path.parent, prefix=".tmp-")
+    writer killed midway leaves debris only where the store cleans it up. It is
+    created as open(2) creates any file, 0666 less the umask (mkstemp's 0600 would
+    hide index.json from other users' skopeo whatever the umask allows)."""
+    tmp = os.path.join(scratch or path.parent, f".tmp-{os.urandom(8).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -60,7 +111,7 @@ def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> None:
 
 
 class Store:
-    """One store root. Cheap to construct; `ensure()` creates it on first write."""
+    """One store root. Cheap to construct; the first writer's `locked()` creates it."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(os.path.abspath(root))
@@ -71,22 +122,46 @@ class Store:
         self.tmp = self.root / "tmp"
         self.index_path = self.root / "index.json"
 
-    def ensure(self) -> None:
-        for d in (self.blobs, self.layers, self.cache, self.mounts, self.tmp):
-            d.mkdir(parents=True, exist_ok=True)
+    def check(self) -> None:
+        """Refuse a root that is something else than a store, before any command reads
+        it as an empty store or turns it into one: a missing or empty directory is
+        fine (it becomes a store on first write), as is one holding `.lock` (a store
+        that its first writer is making: the lock comes before oci-layout)."""
+        if (self.root / "oci-layout").exists():
+            return
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return
+        except NotADirectoryError:
+            raise LayerfsError(f"{self.root} is not a directory: --root takes the store's directory") from None
+        if names and LOCK not in names:
+            raise LayerfsError(f"{self.root} is not a layerfs store (no oci-layout): choose a new or "
+                               "empty directory for a store, or the directory of an existing one")
+
+    def _ensure(self) -> None:
+        """Create what the layout lacks (the lock is held: a second first writer must not
+        replace an index.json that the first has just filled with an empty one). tmp/
+        comes first so that the files are staged where debris is cleaned up."""
+        self.tmp.mkdir(exist_ok=True)
         if not (self.root / "oci-layout").exists():
-            write_atomic(self.root / "oci-layout", json.dumps(LAYOUT_VERSION).encode())
+            write_atomic(self.root / "oci-layout", json.dumps(LAYOUT_VERSION).encode(), self.tmp)
         if not self.index_path.exists():
-            write_atomic(self.index_path, json.dumps(EMPTY_INDEX).encode())
+            write_atomic(self.index_path, json.dumps(EMPTY_INDEX).encode(), self.tmp)
+        for d in (self.blobs, self.layers, self.cache, self.mounts):
+            d.mkdir(parents=True, exist_ok=True)
 
     # -- locking and scratch space ------------------------------------------------
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Serialise writers (import, tag, rmi); readers rely on atomic renames instead."""
-        self.ensure()
-        with open(self.root / ".lock", "a+b") as f:
+        """Serialise writers (import, tag, rmi, create); readers rely on atomic renames
+        instead. Only the root directory and the lock file are made before the lock is
+        held; everything else of a new store is made under it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK, "a+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
+            self._ensure()
             self._clean_tmp()
             yield
 

@@ -18,8 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import prctl
+
 from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
 from layerfs.store.layout import Store
+from layerfs.union.access import MountKind
 from layerfs.union.mounts import (FSTYPE, MountRecord, daemon_alive, drop_record, live_mounts,
                                   mount_table, save_record)
 
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
 # itself; requests of a busy client arrive within a few microseconds, so the poll
 # catches nearly all of them, and an idle mount still sleeps.
 SPIN_US = 50
+# What `ps` shows for a daemon (/proc/PID/comm), and how `layerfs unshare` finds the
+# daemons of its namespace to stop them when it ends.
+DAEMON_NAME = "layerfs-mount"
 
 
 def absolute(path: Path) -> Path:
@@ -41,7 +47,9 @@ def absolute(path: Path) -> Path:
 
 
 def check_mountpoint(path: Path) -> Path:
-    """The absolute mount point, if it exists, is a directory and is not mounted on already."""
+    """The absolute mount point, if it exists, is an empty directory and is not mounted
+    on already. What a directory holds would be hidden by the mount, and come back at
+    umount: refused, so nobody loses sight of files they meant to see."""
     mountpoint = absolute(path)
     if str(mountpoint) in mount_table():
         raise Busy(f"{mountpoint} is already a mount point: unmount it or choose another directory")
@@ -49,6 +57,8 @@ def check_mountpoint(path: Path) -> Path:
         raise NotFound(f"mount point {mountpoint} does not exist: create the directory first")
     if not mountpoint.is_dir():
         raise BadInput(f"mount point {mountpoint} is not a directory")
+    if any(os.scandir(mountpoint)):
+        raise Busy(f"mount point {mountpoint} is not empty: mount on an empty directory")
     return mountpoint
 
 
@@ -63,7 +73,7 @@ def check_fuse() -> None:
 
 
 def _serve(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path, fsname: str,
-           writable: bool, on_mounted: Callable[[str | None], None]) -> int:
+           options: set[str], on_mounted: Callable[[str | None], None]) -> int:
     """Mount, call `on_mounted(error or None)`, serve until unmounted or signalled."""
     import pyfuse3
     import trio
@@ -73,7 +83,7 @@ def _serve(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path
     except LayerfsError as e:
         on_mounted(e.message)
         return 1
-    options = {f"fsname={fsname}", "subtype=layerfs"} | (set() if writable else {"ro"})
+    options = options | {f"fsname={fsname}", "subtype=layerfs"}
     with tempfile.TemporaryFile() as libfuse_messages:
         saved_stderr = os.dup(2)
         os.dup2(libfuse_messages.fileno(), 2)
@@ -117,7 +127,7 @@ def _serve(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path
 
 
 def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path,
-          label: str, record_id: str, foreground: bool, writable: bool = False) -> int:
+          label: str, record_id: str, foreground: bool, kind: MountKind, writable: bool = False) -> int:
     """Mount what `make_operations` serves at `mountpoint`; return the serving pid once live.
 
     `make_operations` runs in the serving process (so a container's writable layer
@@ -125,9 +135,10 @@ def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mou
     go into the mount record."""
     check_fuse()
     fsname = "layerfs:" + label
+    options = kind.fuse_options() | (set() if writable else {"ro"})
 
     def record(pid: int) -> None:
-        save_record(store, MountRecord(str(mountpoint), label, record_id, pid))
+        save_record(store, MountRecord.of_daemon(str(mountpoint), label, record_id, pid, kind.label))
 
     if foreground:
         def on_mounted(error: str | None) -> None:
@@ -135,7 +146,7 @@ def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mou
                 raise LayerfsError(error)
             record(os.getpid())
         try:
-            return _serve(make_operations, mountpoint, fsname, writable, on_mounted)
+            return _serve(make_operations, mountpoint, fsname, options, on_mounted)
         finally:
             drop_record(store, str(mountpoint))
 
@@ -144,6 +155,7 @@ def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mou
     if pid == 0:  # the daemon
         os.close(read_end)
         os.setsid()
+        prctl.set_name(DAEMON_NAME)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -155,7 +167,7 @@ def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mou
             os.write(write_end, (error or "ok").encode() + b"\n")
             os.close(write_end)
         try:
-            code = _serve(make_operations, mountpoint, fsname, writable, report)
+            code = _serve(make_operations, mountpoint, fsname, options, report)
         except BaseException as e:  # noqa: BLE001 - a daemon has nobody else to tell
             try:
                 report(f"mount daemon failed: {e}")
@@ -180,9 +192,18 @@ def unmount(store: Store, path: Path, timeout: float = 10.0, force: bool = False
     its daemon stopped, so processes still inside get ENOTCONN instead of a daemon
     writing into a layer that is about to be deleted."""
     mountpoint = str(absolute(path))
+    records = [r for r in live_mounts(store) if r.mountpoint == mountpoint]
     if mount_table().get(mountpoint) != FSTYPE:
+        elsewhere = next((r for r in records if not r.here), None)
+        if elsewhere is not None and force:  # its daemon unmounts in its own namespace
+            os.kill(elsewhere.pid, signal.SIGTERM)
+            _wait_exit(elsewhere.pid, timeout)
+            return
+        if elsewhere is not None:
+            raise NotFound(f"{mountpoint} is mounted in another mount namespace (daemon pid "
+                           f"{elsewhere.pid}, e.g. a `layerfs unshare` session): unmount it there")
         raise NotFound(f"{mountpoint} is not a layerfs mount (see `layerfs mounts`)")
-    pid = next((r.pid for r in live_mounts(store) if r.mountpoint == mountpoint), None)
+    pid = next((r.pid for r in records if r.here), None)
     done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
     if done.returncode != 0:
         said = done.stderr.strip().splitlines()
@@ -196,7 +217,12 @@ def unmount(store: Store, path: Path, timeout: float = 10.0, force: bool = False
             raise Busy(f"{mountpoint} is busy: close the files and shells using it, then umount again")
         if done.returncode != 0:
             raise LayerfsError(f"cannot unmount {mountpoint}: {said[-1] if said else 'fusermount3 failed'}")
-    deadline = time.monotonic() + timeout
-    while pid is not None and daemon_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    if pid is not None:
+        _wait_exit(pid, timeout)
     drop_record(store, mountpoint)
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while daemon_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.005)

@@ -1,7 +1,10 @@
 """Which layerfs mounts are live: the kernel's mount table plus a record per mount.
 
 The kernel's mountinfo is the truth about what is mounted; the record in
-ROOT/mounts/ adds what the kernel does not know (image, daemon pid). A record
+ROOT/mounts/ adds what the kernel does not know (image, daemon pid, the kind of
+mount). A mount made inside a user namespace (`layerfs unshare`, a container)
+lives in that namespace's mount table, not the host's: its record names the
+mount namespace, and is checked against the daemon's own mount table. A record
 whose mount or daemon is gone is stale and is dropped when seen.
 """
 
@@ -40,19 +43,51 @@ def is_mountpoint(path: Path) -> bool:
     return str(path) in mount_table()
 
 
+def mount_namespace(pid: int | str = "self") -> str:
+    """The mount namespace of a process, as the kernel names it ("mnt:[4026531841]")."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return ""
+
+
+def _started(pid: int) -> str:
+    """When a process started (clock ticks since boot): a pid reused later differs."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
 @dataclass
 class MountRecord:
     mountpoint: str
     image: str
     id: str
     pid: int
+    kind: str = "browse"     # or "runtime" (see access.py)
+    namespace: str = ""      # the mount namespace it lives in
+    started: str = ""        # the daemon's start time, against pid reuse
+
+    @classmethod
+    def of_daemon(cls, mountpoint: str, image: str, record_id: str, pid: int, kind: str) -> "MountRecord":
+        return cls(mountpoint, image, record_id, pid, kind, mount_namespace(pid), _started(pid))
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
 
+    @property
+    def here(self) -> bool:
+        """Whether the mount lives in this process's mount namespace."""
+        return self.namespace in ("", mount_namespace())
+
 
 def _record_path(store: Store, mountpoint: str) -> Path:
-    return store.mounts / (xxhash.xxh64_hexdigest(mountpoint.encode()) + ".json")
+    """One record per mount point of this mount namespace (another namespace may use
+    the same path for a mount of its own)."""
+    key = f"{mount_namespace()}\n{mountpoint}"
+    return store.mounts / (xxhash.xxh64_hexdigest(key.encode()) + ".json")
 
 
 def save_record(store: Store, record: MountRecord) -> None:
@@ -61,8 +96,12 @@ def save_record(store: Store, record: MountRecord) -> None:
 
 
 def drop_record(store: Store, mountpoint: str) -> None:
+    _unlink(_record_path(store, mountpoint))
+
+
+def _unlink(path: Path | str) -> None:
     try:
-        os.unlink(_record_path(store, mountpoint))
+        os.unlink(path)
     except FileNotFoundError:
         pass
 
@@ -82,8 +121,21 @@ def mounted_images(store: Store) -> dict[str, str]:
     return {r.id: r.mountpoint for r in live_mounts(store)}
 
 
+def _is_live(record: MountRecord, table: dict[str, str]) -> bool:
+    if not daemon_alive(record.pid) or (record.started and record.started != _started(record.pid)):
+        return False
+    if record.here:
+        return table.get(record.mountpoint) == FSTYPE
+    try:  # another namespace's mount: ask the daemon's own mount table
+        with open(f"/proc/{record.pid}/mountinfo") as f:
+            return any(_unescape(line.split()[4]) == record.mountpoint for line in f)
+    except OSError:
+        return True  # its table cannot be read, but its daemon serves: keep the record
+
+
 def live_mounts(store: Store) -> list[MountRecord]:
-    """Mounts of this store that are still mounted and served; stale records are removed."""
+    """Mounts of this store, in any mount namespace, that are still mounted and served;
+    stale records are removed."""
     if not store.mounts.is_dir():
         return []
     table = mount_table()
@@ -95,8 +147,8 @@ def live_mounts(store: Store) -> list[MountRecord]:
             record = MountRecord(**json.loads(Path(entry.path).read_text()))
         except (OSError, ValueError, TypeError):
             continue
-        if table.get(record.mountpoint) == FSTYPE and daemon_alive(record.pid):
+        if _is_live(record, table):
             live.append(record)
-        else:
-            drop_record(store, record.mountpoint)
+        elif record.here or not daemon_alive(record.pid):
+            _unlink(entry.path)
     return live

@@ -10,22 +10,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerfs.union.access import MountKind
 from layerfs.union.tree import MergedTree
 
 if TYPE_CHECKING:
     import pyfuse3
 
 
-def image_operations(tree: MergedTree) -> Callable[[], "pyfuse3.Operations"]:
+def image_operations(tree: MergedTree, kind: MountKind) -> Callable[[], "pyfuse3.Operations"]:
     def make() -> "pyfuse3.Operations":
         from layerfs.union.readonly import ReadOnlyOperations
-        return ReadOnlyOperations(tree)
+        return ReadOnlyOperations(tree, kind)
     return make
 
 
-def container_operations(tree: MergedTree, upper_dir: Path, identity: str) -> Callable[[], "pyfuse3.Operations"]:
+def container_operations(tree: MergedTree, upper_dir: Path, identity: str,
+                         kind: MountKind) -> Callable[[], "pyfuse3.Operations"]:
     def make() -> "pyfuse3.Operations":
         from layerfs.union.readwrite import ReadWriteOperations
         from layerfs.union.upper import UpperLayer
-        return ReadWriteOperations(tree, UpperLayer(upper_dir, tree, identity))
+        return ReadWriteOperations(tree, UpperLayer(upper_dir, tree, identity), kind)
     return make

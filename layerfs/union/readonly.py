@@ -8,9 +8,9 @@ cost no request at all (zero-message open, see ZERO_MESSAGE_OPEN) while page
 caches and listings stay cached, and reads return memoryviews over an mmap of
 the payload file instead of copies. Each attribute object is built once per inode.
 
-Permissions are deliberately not enforced (no `default_permissions`): without
-allow_other only the mounting user can enter the mount, and that user may read
-every file of an image it owns even where the image says root-only mode 0600.
+Who may enter and who checks permissions depends on the kind of mount (see
+access.py): a browse mount checks nothing for the one user who may enter, a
+runtime mount lets the kernel check everything, ACLs included.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections import OrderedDict
 import pyfuse3
 
 from layerfs.layer.index import REGULAR
+from layerfs.union.access import MountKind
 from layerfs.union.tree import MergedTree, Node
 
 FOREVER = 1e9  # seconds; what fuse-overlayfs uses for "never changes"
@@ -37,6 +38,12 @@ SMALL_FILE = 256 << 10
 # OPEN/RELEASE nor OPENDIR/RELEASEDIR again and keeps page caches and listings
 # (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR), which is right for layers that never change.
 ZERO_MESSAGE_OPEN = getattr(pyfuse3, "NO_OPEN_PASSES_INODE", False)
+NAME_MAX = 255  # bytes in one name, as ext4 and overlayfs allow (FUSE itself allows 1024)
+
+
+def check_name(name: bytes) -> None:
+    if len(name) > NAME_MAX:
+        raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
 
 
 def _attributes(node: Node) -> pyfuse3.EntryAttributes:
@@ -53,7 +60,9 @@ def _attributes(node: Node) -> pyfuse3.EntryAttributes:
     attr.st_size = len(node.target) if node.target else node.size
     attr.st_blksize = 4096
     attr.st_blocks = (node.size + 511) // 512
-    attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ns
+    attr.st_mtime_ns = node.mtime_ns
+    attr.st_atime_ns = node.atime_ns
+    attr.st_ctime_ns = node.ctime_ns
     return attr
 
 
@@ -80,8 +89,11 @@ class ReadOnlyOperations(pyfuse3.Operations):
     # Symlink targets never change either: let the kernel keep them (patched pyfuse3 only).
     enable_symlink_cache = True
 
-    def __init__(self, tree: MergedTree) -> None:
+    def __init__(self, tree: MergedTree, kind: MountKind) -> None:
         super().__init__()
+        # A runtime mount negotiates POSIX ACLs: the kernel then reads them (getxattr)
+        # and enforces them, and turns default_permissions on.
+        self.enable_acl = kind.runtime
         self.tree = tree
         self.nodes = tree.nodes
         self.mapped: OrderedDict[int, memoryview] = OrderedDict()
@@ -109,6 +121,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.node(parent_inode)
+        check_name(name)  # every call that takes a new name looks it up first
         if name == b".":
             return self.attr(parent)
         if name == b"..":

@@ -26,10 +26,12 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from layerfs.layer.index import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, REGULAR, SYMLINK
-from layerfs.union import acl
-from layerfs.union.readonly import ReadOnlyOperations
+from layerfs.union.access import MountKind
+from layerfs.union.caller import in_group_or_capable
+from layerfs.union.metadata import attribute_changes, new_object, xattr_changes
+from layerfs.union.readonly import ReadOnlyOperations, check_name
 from layerfs.union.tree import SOCKET, MergedTree, Node
-from layerfs.union.upper import UpperLayer, now_ns
+from layerfs.union.upper import UpperLayer, encode_xattrs, now_ns
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -58,9 +60,10 @@ def _disk_errors(handler: Handler) -> Handler:
 
 class ReadWriteOperations(ReadOnlyOperations):
     enable_symlink_cache = True
+    enable_dont_mask = True  # metadata.new_object applies the umask, or a default ACL
 
-    def __init__(self, tree: MergedTree, upper: UpperLayer) -> None:
-        super().__init__(tree)
+    def __init__(self, tree: MergedTree, upper: UpperLayer, kind: MountKind) -> None:
+        super().__init__(tree, kind)
         self.upper = upper
         self.fds: dict[int, list[int]] = {}          # ino -> [fd, opens]
         self.dir_streams: dict[int, list[tuple[bytes, Node]]] = {}
@@ -83,24 +86,18 @@ class ReadWriteOperations(ReadOnlyOperations):
             entry = self.fds[node.ino] = [os.open(node.payload, os.O_RDWR | os.O_CLOEXEC), 0]
         return entry[0]
 
-    def _owner(self, parent: Node, ctx: pyfuse3.RequestContext, mode: int) -> tuple[int, int, int]:
-        """(mode, uid, gid) of a new object, honouring a setgid parent as ext4 does."""
-        gid = ctx.gid
-        if parent.mode & stat.S_ISGID:
-            gid = parent.gid
-            if stat.S_ISDIR(mode):
-                mode |= stat.S_ISGID
-        return stat.S_IMODE(mode), ctx.uid, gid
-
     def _make(self, parent_inode: int, name: bytes, kind: str, mode: int, ctx: pyfuse3.RequestContext,
               rdev: int = 0, target: bytes = b"") -> Node:
+        check_name(name)
         parent = self.directory(parent_inode)
         if self.child(parent, name) is not None:
             raise _fail(errno.EEXIST)
-        perm, uid, gid = self._owner(parent, ctx, mode)
+        perm, uid, gid, xattrs = new_object(parent, kind, mode, ctx.uid, ctx.gid, ctx.umask)
         ino = self.upper.new_ino()
         op = ["create", parent.ino, os.fsdecode(name), kind, perm, uid, gid, rdev, os.fsdecode(target),
               ino, now_ns()]
+        if xattrs:
+            op.append(encode_xattrs(xattrs))  # inherited ACLs, in the same record
         if kind != REGULAR:
             self.upper.record(op)
             return self.nodes[ino]  # type: ignore[return-value]
@@ -147,6 +144,7 @@ class ReadWriteOperations(ReadOnlyOperations):
     @_disk_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        check_name(new_name)
         node = self.node(inode)
         parent = self.directory(new_parent_inode)
         if node.kind == DIRECTORY:
@@ -188,6 +186,7 @@ class ReadWriteOperations(ReadOnlyOperations):
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         if flags & RENAME_EXCHANGE:
             raise _fail(errno.EINVAL)
+        check_name(name_new)
         old_parent, node = self._existing(parent_inode_old, name_old)
         new_parent = self.directory(parent_inode_new)
         target = self.child(new_parent, name_new)
@@ -223,7 +222,13 @@ class ReadWriteOperations(ReadOnlyOperations):
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self.node(inode)
-        changes: dict[str, int] = {}
+        now = now_ns()
+        changes = attribute_changes(
+            node, mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None, now=now)
         if fields.update_size:
             if node.kind != REGULAR:
                 raise _fail(errno.EINVAL)
@@ -231,41 +236,26 @@ class ReadWriteOperations(ReadOnlyOperations):
             os.truncate(node.payload, attr.st_size)
             self.mapped.pop(node.ino, None)
             changes["size"] = attr.st_size
-            changes["mtime_ns"] = now_ns()
-        if fields.update_mode:
-            changes["mode"] = stat.S_IMODE(attr.st_mode)
-        if fields.update_uid:
-            changes["uid"] = attr.st_uid
-        if fields.update_gid:
-            changes["gid"] = attr.st_gid
-        if fields.update_mtime:
-            changes["mtime_ns"] = attr.st_mtime_ns
-        if changes:
-            self.upper.record(["attr", node.ino, changes])
-            if node.upper and node.kind == REGULAR and "mtime_ns" in changes:
-                os.utime(self._fd(node) if node.ino in self.fds else node.payload,
-                         ns=(changes["mtime_ns"], changes["mtime_ns"]))
+            changes.setdefault("mtime_ns", now)
+        self.upper.change(node, changes)
+        if node.upper and node.kind == REGULAR and "mtime_ns" in changes:
+            # the data file carries the mtime (a remount reads it back)
+            os.utime(self._fd(node) if node.ino in self.fds else node.payload,
+                     ns=(changes["mtime_ns"], changes["mtime_ns"]))
         return self.attr(node)
 
     @_disk_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self.node(inode)
-        if name == acl.ACCESS:
-            mode, extended = acl.apply_access_acl(value, node.mode)
-            if mode != node.mode:
-                self.upper.record(["attr", node.ino, {"mode": mode}])
-            if not extended:  # just a mode, as ext4 stores it
-                if node.xattrs and name in node.xattrs:
-                    self.upper.record(["xattr", node.ino, os.fsdecode(name), None])
-                return
-        self.upper.record(["xattr", node.ino, os.fsdecode(name), value.hex()])
+        self.upper.change(node, xattr_changes(node, name, value, now_ns(),
+                                              lambda: in_group_or_capable(ctx.pid, node.gid)))
 
     @_disk_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self.node(inode)
         if not node.xattrs or name not in node.xattrs:
             raise _fail(pyfuse3.ENOATTR)
-        self.upper.record(["xattr", node.ino, os.fsdecode(name), None])
+        self.upper.change(node, xattr_changes(node, name, None, now_ns()))
 
     # -- directories -------------------------------------------------------------------------
 
@@ -308,7 +298,8 @@ class ReadWriteOperations(ReadOnlyOperations):
             if flags & os.O_TRUNC:
                 os.truncate(node.payload, 0)
                 # the data file's own mtime, which is what a remount reads back
-                self.upper.record(["attr", node.ino, {"size": 0, "mtime_ns": os.stat(node.payload).st_mtime_ns}])
+                stamp = os.stat(node.payload).st_mtime_ns
+                self.upper.change(node, {"size": 0, "mtime_ns": stamp, "ctime_ns": stamp})
         return self._open(node)
 
     @_disk_errors
@@ -328,7 +319,7 @@ class ReadWriteOperations(ReadOnlyOperations):
         node.size = max(node.size, off + written)
         # The kernel stamps the data file from its coarse clock; a remount reads that
         # stamp back, so serve the same one now rather than time.time_ns().
-        node.mtime_ns = os.fstat(fd).st_mtime_ns
+        node.mtime_ns = node.ctime_ns = os.fstat(fd).st_mtime_ns
         node.cache = None
         return written
 

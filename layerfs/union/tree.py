@@ -37,8 +37,9 @@ FILE_TYPE = {REGULAR: stat.S_IFREG, DIRECTORY: stat.S_IFDIR, SYMLINK: stat.S_IFL
 class Node:
     """One inode of the merged tree. Hardlinked names share a Node."""
 
-    __slots__ = ("ino", "kind", "mode", "uid", "gid", "size", "mtime_ns", "rdev", "xattrs",
-                 "target", "payload", "children", "nlink", "parent", "cache", "upper")
+    __slots__ = ("ino", "kind", "mode", "uid", "gid", "size", "mtime_ns", "atime_ns", "ctime_ns",
+                 "rdev", "xattrs", "target", "payload", "children", "nlink", "parent", "cache",
+                 "upper")
 
     def __init__(self, kind: str, mode: int, uid: int, gid: int, size: int = 0, mtime_ns: int = 0,
                  rdev: int = 0, xattrs: dict[bytes, bytes] | None = None, target: bytes = b"",
@@ -50,6 +51,8 @@ class Node:
         self.gid = gid
         self.size = size
         self.mtime_ns = mtime_ns
+        # A layer records only mtime; atime and ctime start there and move with changes.
+        self.atime_ns = self.ctime_ns = mtime_ns
         self.rdev = rdev
         self.xattrs = xattrs
         self.target = target
@@ -66,7 +69,7 @@ class Node:
 
     def take_attributes(self, other: "Node") -> None:
         """Directory over directory: keep the children, take everything else."""
-        for name in ("mode", "uid", "gid", "mtime_ns", "xattrs"):
+        for name in ("mode", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns", "xattrs"):
             setattr(self, name, getattr(other, name))
 
 

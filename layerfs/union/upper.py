@@ -7,7 +7,8 @@
 
 Every change to the tree is an operation record, applied by `apply` both live
 (from a FUSE handler) and when a mount replays the journal, so the two can never
-disagree. Inode numbers are stable: the image's tree numbers its inodes
+disagree. Each record carries the time it happened, which becomes the ctime of
+what it changed (and the mtime of directories whose names it changed). Inode numbers are stable: the image's tree numbers its inodes
 deterministically (the journal's first line pins that tree), and inodes made in
 the container are journaled with their numbers.
 
@@ -101,12 +102,14 @@ class UpperLayer:
         if writable and good < len(data):
             # Cut the torn tail off, or the records appended next would follow garbage.
             os.truncate(journal, good)
-        # Data is not journaled: an upper file's size and mtime are its data file's.
+        # Data is not journaled: an upper file's size and mtime are its data file's,
+        # and a write since the last journaled change moved its ctime too.
         live = set()
         for node in self.tree.nodes:
             if node is not None and node.upper and node.nlink > 0:
                 found = os.stat(node.payload)
                 node.size, node.mtime_ns = found.st_size, found.st_mtime_ns
+                node.ctime_ns = max(node.ctime_ns, found.st_mtime_ns)
                 live.add(os.path.basename(node.payload))
         if writable:  # data of files deleted while open, or created as the daemon died
             for entry in os.scandir(self.files):
@@ -179,12 +182,20 @@ class UpperLayer:
     def data_path(self, ino: int) -> str:
         return f"{self.files_prefix}{ino}"
 
+    def change(self, node: Node, changes: dict[str, Any]) -> None:
+        """Journal and apply attribute changes (see metadata.py), xattrs given as bytes."""
+        if "xattrs" in changes:
+            changes = dict(changes, xattrs=encode_xattrs(changes["xattrs"]))
+        self.record(["attr", node.ino, changes])
+
     def apply(self, op: list[Any]) -> None:
         kind = op[0]
         nodes = self.tree.nodes
         if kind == "create":
-            _, parent, name, node_kind, mode, uid, gid, rdev, target, ino, t = op
-            node = Node(node_kind, mode, uid, gid, 0, t, rdev, None, _raw(target) if target else b"")
+            _, parent, name, node_kind, mode, uid, gid, rdev, target, ino, t, *inherited = op
+            xattrs = _decode_xattrs(inherited[0]) if inherited and inherited[0] else None
+            node = Node(node_kind, mode, uid, gid, 0, t, rdev, xattrs or None,
+                        _raw(target) if target else b"")
             node.ino = ino
             node.nlink = 2 if node_kind == DIRECTORY else 1
             if node_kind == REGULAR:
@@ -201,27 +212,27 @@ class UpperLayer:
             if _raw(new_name) in nodes[new_parent].children:  # type: ignore[union-attr,operator]
                 self._detach(nodes[new_parent], _raw(new_name), t)
             self._attach(nodes[new_parent], _raw(new_name), node, t)  # type: ignore[arg-type]
+            node.ctime_ns = t  # type: ignore[union-attr]  # as ext4 does for the renamed inode
+            node.cache = None  # type: ignore[union-attr]
         elif kind == "link":
             _, ino, parent, name, t = op
             node = nodes[ino]
             node.nlink += 1  # type: ignore[union-attr]
+            node.ctime_ns = t  # type: ignore[union-attr]
             node.cache = None  # type: ignore[union-attr]
             self._attach(nodes[parent], _raw(name), node, t)  # type: ignore[arg-type]
         elif kind == "attr":
             _, ino, changes = op
             node = nodes[ino]
             for key, value in changes.items():
-                setattr(node, key, value)
+                if key == "xattrs":
+                    _set_xattrs(node, _decode_xattrs(value))  # type: ignore[arg-type]
+                else:
+                    setattr(node, key, value)
             node.cache = None  # type: ignore[union-attr]
-        elif kind == "xattr":
+        elif kind == "xattr":  # journals written before xattr changes became "attr" records
             _, ino, name, value = op
-            node = nodes[ino]
-            xattrs = dict(node.xattrs or {})  # type: ignore[union-attr]
-            if value is None:
-                xattrs.pop(_raw(name), None)
-            else:
-                xattrs[_raw(name)] = bytes.fromhex(value)
-            node.xattrs = xattrs or None  # type: ignore[union-attr]
+            _set_xattrs(nodes[ino], {_raw(name): None if value is None else bytes.fromhex(value)})  # type: ignore[arg-type]
         elif kind == "data":
             _, ino = op
             node = nodes[ino]
@@ -247,12 +258,13 @@ class UpperLayer:
             parent.nlink -= 1
         elif not keep:
             node.nlink -= 1
+            node.ctime_ns = t  # its link count changed (seen through its other names)
             node.cache = None
         self._touch(parent, t)
 
     @staticmethod
     def _touch(directory: Node, t: int) -> None:
-        directory.mtime_ns = t
+        directory.mtime_ns = directory.ctime_ns = t
         directory.cache = None
 
     # -- copy-up -------------------------------------------------------------------------
@@ -277,6 +289,31 @@ class UpperLayer:
         self.record(["data", node.ino])
 
 
+CLOCK_REALTIME_COARSE = 5  # Linux; Python 3.11's time module does not name it
+
+
 def now_ns() -> int:
-    return time.time_ns()
+    """The time of a change, from the clock the kernel stamps files with (ext4 and the
+    data files of this layer alike), so that a write's data-file stamp never comes
+    before the journaled create or chmod that preceded it."""
+    return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+
+
+def encode_xattrs(xattrs: dict[bytes, bytes | None]) -> dict[str, str | None]:
+    return {_name(k): None if v is None else v.hex() for k, v in xattrs.items()}
+
+
+def _decode_xattrs(xattrs: dict[str, str | None]) -> dict[bytes, bytes | None]:
+    return {_raw(k): None if v is None else bytes.fromhex(v) for k, v in xattrs.items()}
+
+
+def _set_xattrs(node: Node, changes: dict[bytes, bytes | None]) -> None:
+    """Set (or, for None, remove) xattrs of `node`; an empty set is stored as None."""
+    xattrs = dict(node.xattrs or {})
+    for name, value in changes.items():
+        if value is None:
+            xattrs.pop(name, None)
+        else:
+            xattrs[name] = value
+    node.xattrs = xattrs or None
 

@@ -1,10 +1,17 @@
-"""The three contenders, behind one small interface: prepare, mount, daemon pid.
+"""The contenders, behind one small interface: prepare, mount, daemon pid.
 
-All three mount the same image read-only: kernel overlayfs and fuse-overlayfs
+All of them mount the same image read-only: kernel overlayfs and fuse-overlayfs
 straight from the overlay-format layer dirs, layerfs from its own store after
 importing the OCI layout written from those same dirs. For the write workloads
 the peers mount those dirs read-write over a fresh upper dir, and layerfs
 mounts a fresh container (see writable.py, which drives these commands).
+
+layerfs runs twice: `layerfs` makes browse mounts (`layerfs mount REF DIR`: only
+the mounting user may enter, nothing is checked), `layerfs-runtime` makes the
+mounts a container runtime makes (`layerfs mount --allow-other REF DIR`:
+default_permissions + allow_other, POSIX ACLs enforced by the kernel). Same CLI,
+same store, same images; only that flag, the mount points and the names of the
+bench's containers differ.
 """
 
 from __future__ import annotations
@@ -227,10 +234,16 @@ class FuseOverlayfs(Overlay):
 
 
 class Layerfs(Filesystem):
-    """layerfs through its CLI (as README.md and `layerfs --help` describe it), with a bench store."""
+    """layerfs through its CLI (as README.md and `layerfs --help` describe it), with a bench store.
+
+    Browse mounts: `layerfs mount REF DIR`, images and containers alike."""
 
     key = "layerfs"
-    RW_PREFIX = "bench-rw-"  # names of the bench's containers and committed images
+    # Names of the bench's containers and committed images. Each layerfs variant
+    # has its own, and none is a prefix of another: `remove_leftovers` of one
+    # variant must never remove what the other is using.
+    RW_PREFIX = "bench-rw-"
+    MOUNT_FLAGS: tuple[str, ...] = ()  # passed to every `layerfs mount` of this variant
 
     def __init__(self, binary: Path, store: Path) -> None:
         super().__init__()
@@ -262,8 +275,11 @@ class Layerfs(Filesystem):
         self.prepare_seconds[image.ref] = time.monotonic() - start
         log(f"imported {image.ref} in {self.prepare_seconds[image.ref]:.1f}s")
 
+    def _mount(self, ref: str, mountpoint: Path) -> list[str]:
+        return self._cli("mount", *self.MOUNT_FLAGS, ref, str(mountpoint))
+
     def mount_argv(self, image: BenchImage, mountpoint: Path) -> tuple[list[str], Path | None]:
-        return self._cli("mount", image.name, str(mountpoint)), None
+        return self._mount(image.name, mountpoint), None
 
     # -- containers (the write workloads)
 
@@ -272,7 +288,7 @@ class Layerfs(Filesystem):
 
     def container_mount_argv(self, name: str, mountpoint: Path) -> tuple[list[str], Path | None]:
         """`layerfs mount` takes a container name first: the mount is read-write."""
-        return self._cli("mount", name, str(mountpoint)), None
+        return self._mount(name, mountpoint), None
 
     def commit_argv(self, name: str, ref: str) -> list[str]:
         return self._cli("commit", name, ref)
@@ -327,6 +343,31 @@ class Layerfs(Filesystem):
         raise BenchError(f"`layerfs mounts --json` does not list {mountpoint}")
 
 
+class LayerfsRuntime(Layerfs):
+    """layerfs as a container runtime mounts it: `layerfs mount --allow-other`
+    (root only) for every image and container mount, i.e. default_permissions +
+    allow_other, POSIX ACLs negotiated (the kernel checks every access and reads
+    ACLs with getxattr). The same store and images as `layerfs`."""
+
+    key = "layerfs-runtime"
+    RW_PREFIX = "bench-rt-"
+    MOUNT_FLAGS = ("--allow-other",)
+
+    def unavailable(self) -> str | None:
+        reason = super().unavailable()
+        if reason:
+            return reason
+        usage = run(self._cli("mount", "--help"), capture=True, check=False)
+        if "--allow-other" not in usage.stdout:
+            return f"`{self.binary} mount` has no --allow-other option yet"
+        return None
+
+
+FS_KEYS = ["kernel", "fuse-overlayfs", "layerfs", "layerfs-runtime"]  # column order of the report
+
+
 def all_filesystems(layerfs_binary: Path, store: Path) -> list[Filesystem]:
-    """Column order of the report: ceiling, peer, ours."""
-    return [KernelOverlay(), FuseOverlayfs(), Layerfs(layerfs_binary, store)]
+    """Column order of the report: ceiling, peer, ours (browse, then runtime mounts)."""
+    found = [KernelOverlay(), FuseOverlayfs(), Layerfs(layerfs_binary, store), LayerfsRuntime(layerfs_binary, store)]
+    assert [fs.key for fs in found] == FS_KEYS
+    return found

@@ -133,15 +133,16 @@ class OverlayUpper(WritableLayer):
 
 
 class LayerfsContainer(WritableLayer):
-    """layerfs: a fresh container of the image, mounted read-write by name."""
+    """layerfs: a fresh container of the image, mounted read-write by name (named
+    after the variant's RW_PREFIX, so browse and runtime containers never mix)."""
 
     def __init__(self, fs: Layerfs, image: BenchImage, mountpoint: Path) -> None:
         super().__init__(fs, image, mountpoint)
         self.layerfs = fs
-        self.name = f"{Layerfs.RW_PREFIX}{_unique()}"
+        self.name = f"{fs.RW_PREFIX}{_unique()}"
 
     def describe(self) -> str:
-        return f"layerfs container {self.name}"
+        return f"{self.fs.key} container {self.name}"
 
     def _create(self) -> None:
         self.layerfs.create_container(self.image, self.name)
@@ -154,7 +155,8 @@ class LayerfsContainer(WritableLayer):
 
     def commit_seconds(self) -> float:
         """`layerfs commit` (layer tar, digest, import into the store), then `rmi`."""
-        ref = f"{Layerfs.RW_PREFIX}commit:{self.name.removeprefix(Layerfs.RW_PREFIX)}"
+        prefix = self.layerfs.RW_PREFIX
+        ref = f"{prefix}commit:{self.name.removeprefix(prefix)}"
         leftover = mounts.register_leftover(f"layerfs image {ref}", lambda: self.layerfs.remove_image(ref))
         seconds = timed(self.layerfs.commit_argv(self.name, ref))  # on failure, the final cleanup removes it
         mounts.discard(leftover)

@@ -12,6 +12,11 @@ what the trees look like. So every operation:
 - is plain data (a dataclass) that round-trips through JSON, so hypothesis can shrink
   it and a failure prints a readable list.
 
+The permission suites run each operation as one of several users (a `Step`): root,
+and two unprivileged users who share a group, each in a child process with that
+user's credentials (`run_steps`, which must run as root), on a runtime mount that
+admits them all and on kernel overlayfs alike.
+
 The mount of a rootless user is invisible to root (no allow_other), so the operations
 must also run as that user. Like `snapshot_as`, `run_ops_as` runs this file's own
 source with `python -c` as the user; that needs nothing but the standard library, so
@@ -25,9 +30,11 @@ escaping target would reach outside the mount.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -47,6 +54,43 @@ FILE_MODES: tuple[int, ...] = (0o644, 0o600, 0o755, 0o4755)
 DIR_MODES: tuple[int, ...] = (0o755, 0o700, 0o2775)
 CHMOD_MODES: tuple[int, ...] = (0o600, 0o644, 0o755, 0o700, 0o4755, 0o1777, 0o000)
 IDS: tuple[int, ...] = (0, 1000, 65534)
+# Who runs an operation in the permission suites: (uid, gid, supplementary groups). Alice
+# and bob share group 2000, so group permissions, setgid directories and chgrp matter.
+USERS: dict[str, tuple[int, int, tuple[int, ...]]] = {
+    "root": (0, 0, (0,)),
+    "alice": (1000, 1000, (1000, 2000)),
+    "bob": (1001, 1001, (1001, 2000)),
+}
+OWNER_IDS: tuple[int, ...] = (-1, 0, 1000, 1001, 2000)  # -1: leave as it is (chgrp, chown)
+
+
+def acl_xattr(*named: tuple[str, int, int], owner: int = 6, group: int = 4, other: int = 4) -> bytes:
+    """A POSIX ACL xattr: owner, group, other permissions plus ("user"|"group", id, perm)
+    entries (then with a mask of everything they and the group grant)."""
+    undefined = 0xFFFFFFFF
+    entries = [(0x01, owner, undefined), (0x04, group, undefined), (0x20, other, undefined)]
+    entries += [(0x02 if kind == "user" else 0x08, perm, ident) for kind, ident, perm in named]
+    if named:
+        mask = group
+        for _kind, _ident, perm in named:
+            mask |= perm
+        entries.append((0x10, mask, undefined))
+    entries.sort(key=lambda e: (e[0], e[2]))
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+ACLS: dict[str, bytes] = {
+    "bob-rw": acl_xattr(("user", 1001, 6)),
+    "alice-r-group2000-rwx": acl_xattr(("user", 1000, 4), ("group", 2000, 7), group=0),
+    "minimal-600": acl_xattr(owner=6, group=0, other=0),
+    "dir-bob-rwx": acl_xattr(("user", 1001, 7), owner=7, group=5, other=0),
+}
+# Names the permission suites create besides NAME_POOL: in the sticky, setgid, ACL'd and
+# private directories of their stack (tests/test_permission_differential.py).
+USER_NAMES: tuple[str, ...] = (
+    "tmp/new", "tmp/newdir", "shared/new", "shared/newdir", "acldir/new", "acldir/newdir",
+    "home/alice/new", "home/bob/new",
+)
 XATTR_NAMES: tuple[str, ...] = ("user.x", "user.y")
 MTIMES: tuple[int, ...] = (1000000000, 1600000000)
 # The umask every run uses, so created modes do not depend on who runs the operations.
@@ -288,6 +332,121 @@ class Utime(Op):
         os.utime(root / self.path, (self.mtime, self.mtime))
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@_op
+@dataclass(frozen=True)
+class Access(Op):
+    """access(2) for read, write and/or execute (`mode`: a combination of R_OK=4, W_OK=2,
+    X_OK=1), which reports the errno (os.access would only say yes or no)."""
+
+    name: ClassVar[str] = "access"
+    path: str
+    mode: int
+
+    def run(self, root: Path) -> None:
+        if _libc.access(os.fsencode(root / self.path), ctypes.c_int(self.mode)) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+
+@_op
+@dataclass(frozen=True)
+class Read(Op):
+    """Open for reading and read everything; O_NOATIME too when `noatime` (owner only)."""
+
+    name: ClassVar[str] = "read"
+    path: str
+    noatime: bool = False
+
+    def run(self, root: Path) -> None:
+        fd = os.open(root / self.path, os.O_RDONLY | (os.O_NOATIME if self.noatime else 0))
+        try:
+            while os.read(fd, 1 << 16):
+                pass
+        finally:
+            os.close(fd)
+
+
+@_op
+@dataclass(frozen=True)
+class ListDir(Op):
+    name: ClassVar[str] = "listdir"
+    path: str
+
+    def run(self, root: Path) -> None:
+        os.listdir(root / self.path)
+
+
+@_op
+@dataclass(frozen=True)
+class SetAcl(Op):
+    """Set one of ACLS as the access ACL (or, with `default`, the default ACL)."""
+
+    name: ClassVar[str] = "setacl"
+    path: str
+    acl: str
+    default: bool = False
+
+    def run(self, root: Path) -> None:
+        key = "system.posix_acl_default" if self.default else "system.posix_acl_access"
+        os.setxattr(root / self.path, key, ACLS[self.acl])
+
+
+@_op
+@dataclass(frozen=True)
+class Touch(Op):
+    """utimensat(2) with UTIME_NOW for both times: the owner, or anyone who may write."""
+
+    name: ClassVar[str] = "touch"
+    path: str
+
+    def run(self, root: Path) -> None:
+        os.utime(root / self.path, None)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operation and the user (a key of USERS) who runs it."""
+
+    user: str
+    op: Op
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.op}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user": self.user, "op": self.op.to_json()}
+
+
+def _as_user(user: str, op: Op, root: str | os.PathLike) -> str:
+    """`op.apply(root)` in a child process with `user`'s credentials (caller is root)."""
+    uid, gid, groups = USERS[user]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups(list(groups))
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)  # drops every capability unless uid is 0
+            os.umask(UMASK)
+            os.write(write_end, op.apply(root).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        result = f.read().decode()
+    os.waitpid(pid, 0)
+    return result or "child failed"
+
+
+def run_steps(steps: Iterable[Step], root: str | os.PathLike) -> list[str]:
+    """Apply each step as its user, in order; one result per step. Must run as root."""
+    return [_as_user(step.user, step.op, root) for step in steps]
+
+
 def run_ops(ops: Iterable[Op], root: str | os.PathLike) -> list[str]:
     """Apply `ops` in order under `root`, with the fixed UMASK; one result per operation."""
     old = os.umask(UMASK)
@@ -327,7 +486,7 @@ def run_ops_as(identity: _Runs, ops: Sequence[Op], root: str | os.PathLike) -> l
     return results
 
 
-def format_results(ops: Sequence[Op], *columns: tuple[str, Sequence[str]]) -> str:
+def format_results(ops: Sequence[Op | Step], *columns: tuple[str, Sequence[str]]) -> str:
     """One line per operation with each labelled column of results, differences marked."""
     lines = []
     for i, op in enumerate(ops):
@@ -340,6 +499,53 @@ def format_results(ops: Sequence[Op], *columns: tuple[str, Sequence[str]]) -> st
 
 # ---------------------------------------------------------------------------
 # Hypothesis strategy (imported lazily: the `python -c` runner needs no hypothesis)
+
+
+def _one_op(base_paths: Iterable[str], hidden_paths: Iterable[str], users: bool) -> Any:
+    """A strategy for one operation. See `operations`; `users` adds the operations whose
+    answer depends on who asks (access, read, listdir, ACLs, touch) and the owner ids the
+    two users have."""
+    from hypothesis import strategies as st
+
+    existing = sorted({p.strip("/") for p in base_paths if p.strip("/")})
+    pool = set(NAME_POOL) | (set(USER_NAMES) if users else set())
+    free = sorted((pool | {p.strip("/") for p in hidden_paths}) - set(existing))
+    everything = sorted(set(existing) | set(free))
+    anything = st.sampled_from(everything)
+    present = st.one_of(st.sampled_from(existing), anything) if existing else anything
+    fresh = st.one_of(st.sampled_from(free), anything) if free else anything
+    data = st.one_of(st.sampled_from([b"", b"new\n", b"\x00" * 5000 + b"tail"]),
+                     st.binary(min_size=1, max_size=16))
+    small = st.binary(min_size=1, max_size=8)
+    values = st.sampled_from([b"", b"1", b"value"])
+    ids = st.sampled_from(OWNER_IDS if users else IDS)
+    chmod_modes = st.sampled_from(CHMOD_MODES + ((0o2775, 0o2755, 0o660) if users else ()))
+
+    choices = [
+        st.builds(WriteFile, st.one_of(present, fresh), data, st.sampled_from(FILE_MODES)),
+        st.builds(Append, present, small),
+        st.builds(Mkdir, fresh, st.sampled_from(DIR_MODES)),
+        st.builds(Rmdir, present),
+        st.builds(Unlink, present),
+        st.builds(Rename, present, st.one_of(fresh, present)),
+        st.builds(Symlink, st.sampled_from(SYMLINK_TARGETS), fresh),
+        st.builds(Link, present, fresh),
+        st.builds(Chmod, present, chmod_modes),
+        st.builds(Chown, present, ids, ids),
+        st.builds(Truncate, present, st.sampled_from([0, 3, 10000])),
+        st.builds(SetXattr, present, st.sampled_from(XATTR_NAMES), values),
+        st.builds(RemoveXattr, present, st.sampled_from(XATTR_NAMES)),
+        st.builds(Utime, present, st.sampled_from(MTIMES)),
+    ]
+    if users:
+        choices += [
+            st.builds(Access, present, st.sampled_from([4, 2, 1, 6])),
+            st.builds(Read, present, st.booleans()),
+            st.builds(ListDir, present),
+            st.builds(SetAcl, present, st.sampled_from(sorted(ACLS)), st.booleans()),
+            st.builds(Touch, present),
+        ]
+    return st.one_of(*choices)
 
 
 def operations(base_paths: Iterable[str], *, hidden_paths: Iterable[str] = (),
@@ -357,34 +563,16 @@ def operations(base_paths: Iterable[str], *, hidden_paths: Iterable[str] = (),
     (EEXIST, ENOTEMPTY, EISDIR)."""
     from hypothesis import strategies as st
 
-    existing = sorted({p.strip("/") for p in base_paths if p.strip("/")})
-    free = sorted((set(NAME_POOL) | {p.strip("/") for p in hidden_paths}) - set(existing))
-    everything = sorted(set(existing) | set(free))
-    anything = st.sampled_from(everything)
-    present = st.one_of(st.sampled_from(existing), anything) if existing else anything
-    fresh = st.one_of(st.sampled_from(free), anything) if free else anything
-    data = st.one_of(st.sampled_from([b"", b"new\n", b"\x00" * 5000 + b"tail"]),
-                     st.binary(min_size=1, max_size=16))
-    small = st.binary(min_size=1, max_size=8)
-    values = st.sampled_from([b"", b"1", b"value"])
+    return st.lists(_one_op(base_paths, hidden_paths, users=False), min_size=1, max_size=max_ops)
 
-    one_op = st.one_of(
-        st.builds(WriteFile, st.one_of(present, fresh), data, st.sampled_from(FILE_MODES)),
-        st.builds(Append, present, small),
-        st.builds(Mkdir, fresh, st.sampled_from(DIR_MODES)),
-        st.builds(Rmdir, present),
-        st.builds(Unlink, present),
-        st.builds(Rename, present, st.one_of(fresh, present)),
-        st.builds(Symlink, st.sampled_from(SYMLINK_TARGETS), fresh),
-        st.builds(Link, present, fresh),
-        st.builds(Chmod, present, st.sampled_from(CHMOD_MODES)),
-        st.builds(Chown, present, st.sampled_from(IDS), st.sampled_from(IDS)),
-        st.builds(Truncate, present, st.sampled_from([0, 3, 10000])),
-        st.builds(SetXattr, present, st.sampled_from(XATTR_NAMES), values),
-        st.builds(RemoveXattr, present, st.sampled_from(XATTR_NAMES)),
-        st.builds(Utime, present, st.sampled_from(MTIMES)),
-    )
-    return st.lists(one_op, min_size=1, max_size=max_ops)
+
+def steps(base_paths: Iterable[str], *, hidden_paths: Iterable[str] = (), max_steps: int = 15) -> Any:
+    """A hypothesis strategy for lists of `Step`s: operations as in `operations`, plus
+    the permission-dependent ones, each run by root, alice or bob."""
+    from hypothesis import strategies as st
+
+    step = st.builds(Step, st.sampled_from(sorted(USERS)), _one_op(base_paths, hidden_paths, users=True))
+    return st.lists(step, min_size=1, max_size=max_steps)
 
 
 def hidden_paths(layer_trees: Iterable[Iterable[str]], merged: Iterable[str]) -> list[str]:

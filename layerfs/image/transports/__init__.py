@@ -9,6 +9,7 @@ from layerfs.image.source import DirFiles, SourceImage, TarFiles
 from layerfs.image.transports.docker_archive import docker_archive_source
 from layerfs.image.transports.oci import oci_source
 from layerfs.image.transports.rootfs import dir_source, tar_source
+from layerfs.layer.generate import Skip
 
 TRANSPORTS = ("oci", "oci-archive", "docker-archive", "dir", "tar")
 
@@ -19,19 +20,24 @@ def _split_ref(details: str) -> tuple[Path, str | None]:
     return Path(path), (ref if sep else None)
 
 
-def open_source(text: str) -> SourceImage:
-    """Turn a SOURCE argument into a SourceImage, or fail with one clear line."""
+def open_source(text: str, skip: Skip | None = None) -> SourceImage:
+    """Turn a SOURCE argument into a SourceImage, or fail with one clear line.
+
+    `skip`, for a `dir:` source only, is told of each path it leaves out because it
+    cannot be read (without it, such a path fails the import)."""
     transport, sep, details = text.partition(":")
     if not sep or transport not in TRANSPORTS:
         raise BadInput(f"unknown source {text!r}: use one of "
                        + ", ".join(f"{t}:..." for t in TRANSPORTS))
     if not details:
         raise BadInput(f"source {text!r} names no path")
+    if skip is not None and transport != "dir":
+        raise BadInput(f"--skip-unreadable applies to dir: sources only, not to {transport}:")
     if transport in ("dir", "tar"):
         path = Path(details)
         if not path.exists():
             raise NotFound(f"{path} does not exist")
-        return dir_source(path) if transport == "dir" else tar_source(path)
+        return dir_source(path, skip) if transport == "dir" else tar_source(path)
     path, ref = _split_ref(details)
     if not path.exists():
         raise NotFound(f"{path} does not exist")
