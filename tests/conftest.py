@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from support.oci import write_oci_layout
+
 TEST_USER = "layerfs-test"
 LAYERFS_BIN = str(Path(sys.executable).parent / "layerfs")
 
@@ -100,6 +102,13 @@ class Layerfs:
             return
         pw = pwd.getpwnam(self.user)
         subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(path)], check=True)
+
+    def import_layers(self, layers: list[bytes], name: str) -> None:
+        """Write `layers` as an OCI layout of this identity's and `layerfs import` it as `name`."""
+        source = self.workdir / f"src-{uuid.uuid4().hex[:8]}"
+        write_oci_layout(source, layers)
+        self.give(source)
+        self.run("import", f"oci:{source}", name, "-q")
 
     @contextmanager
     def mounted(self, ref: str) -> Iterator[Path]:

@@ -27,8 +27,7 @@ import pytest
 from conftest import fuse_mounts_under
 from tests.support.fsops import (Append, Chmod, Chown, Link, Mkdir, Op, Rename, SetXattr,
                                  Symlink, Truncate, Unlink, Utime, WriteFile, run_ops_as)
-from tests.support.oci import (directory, file, hardlink, make_layer, symlink, whiteout,
-                               write_oci_layout)
+from tests.support.oci import (directory, file, hardlink, make_layer, symlink, whiteout)
 from tests.support.snapshot import assert_same_tree, snapshot_as
 
 if TYPE_CHECKING:
@@ -70,10 +69,7 @@ def image_layers() -> list[bytes]:
 @pytest.fixture
 def container(lfs: Layerfs) -> str:
     """`lfs` with IMAGE imported and a container `box` created from it."""
-    source = lfs.workdir / "src"
-    write_oci_layout(source, image_layers())
-    lfs.give(source)
-    lfs.run("import", f"oci:{source}", IMAGE, "-q")
+    lfs.import_layers(image_layers(), IMAGE)
     lfs.run("create", IMAGE, "--name", "box")
     return "box"
 

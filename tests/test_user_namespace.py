@@ -22,7 +22,7 @@ import pytest
 
 from conftest import LAYERFS_BIN
 from tests.support.differential import umoci_tree
-from tests.support.oci import directory, file, make_layer, write_oci_layout
+from tests.support.oci import directory, file, make_layer
 from tests.support.snapshot import snapshot_as
 
 if TYPE_CHECKING:
@@ -54,10 +54,7 @@ def image_layers() -> list[bytes]:
 
 @pytest.fixture
 def container(lfs_user: Layerfs) -> Layerfs:
-    source = lfs_user.workdir / "src"
-    write_oci_layout(source, image_layers())
-    lfs_user.give(source)
-    lfs_user.run("import", f"oci:{source}:latest", IMAGE, "-q")
+    lfs_user.import_layers(image_layers(), IMAGE)
     lfs_user.run("create", IMAGE, "--name", "c1")
     return lfs_user
 

@@ -14,7 +14,8 @@ def cmd_unshare(store: Store, args: argparse.Namespace) -> None:
     from launcher.idmap import SUBUID, user_map
     from launcher.userns import run_unshared
 
-    argv = args.command or [os.environ.get("SHELL") or "/bin/sh"]
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    argv = command or [os.environ.get("SHELL") or "/bin/sh"]
     if os.geteuid() == 0:
         raise LayerfsError("you are root already: run the command directly (unshare is for "
                            "users, who become root of their own user namespace)")
