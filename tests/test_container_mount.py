@@ -445,3 +445,15 @@ def test_posix_acl_is_stored_as_on_ext4(lfs: Layerfs, container: str) -> None:
     with lfs.mounted(container) as mp:
         assert probe(lfs, mp, "one", "two") == [
             {**probe1(lfs, mp, name), "mode": 0o640, "xattrs": {}} for name in ("one", "two")]
+
+
+def test_commit_refuses_a_path_beyond_path_max(lfs: Layerfs, container: str) -> None:
+    """The kernel lets a tree grow past PATH_MAX through relative paths; no tar tool could
+    unpack such an entry, so commit refuses it in one line and makes no image."""
+    with lfs.mounted(container) as mp:
+        deep = "import os\nos.chdir(%r)\nfor _ in range(20):\n    os.mkdir('d' * 250)\n    os.chdir('d' * 250)\n" \
+               "open('f', 'w').write('deep')\n" % str(mp)
+        lfs.sh([sys.executable, "-c", deep])
+    done = lfs.run("commit", container, "deep:v1", check=False)
+    assert done.returncode == 1 and "PATH_MAX" in done.stderr and done.stderr.count("\n") == 1
+    assert "deep:v1" not in lfs.run("images").stdout

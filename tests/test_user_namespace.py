@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import pwd
-import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 
 from conftest import LAYERFS_BIN
+from layerfs.union.mounts import daemon_alive
 from tests.support.differential import umoci_tree
 from tests.support.oci import directory, file, make_layer
 from tests.support.snapshot import snapshot_as
@@ -192,9 +192,9 @@ def test_root_is_told_to_run_the_command_directly(lfs_root: Layerfs) -> None:
 
 
 def test_mounts_of_a_namespace_are_gone_with_it(container: Layerfs) -> None:
-    unshare(container, 'L mount c1 "$M" >/dev/null\n')
+    """When the session ends, its mounts are detached and their daemons stopped."""
+    lines = unshare(container, 'L mount c1 "$M" >/dev/null\nL mounts --json\n')
+    pids = [entry["pid"] for entry in json.loads("\n".join(lines))]
+    assert len(pids) == 1
     assert json.loads(container.run("mounts", "--json").stdout) == []
-    # no daemon still serves (a zombie waiting for the host's init to reap it is done)
-    done = subprocess.run(["ps", "-u", container.user or "", "-o", "stat=,comm="],
-                          capture_output=True, text=True)
-    assert [line for line in done.stdout.splitlines() if not line.startswith("Z")] == []
+    assert not daemon_alive(pids[0])  # a zombie waiting for the host's init to reap it is done

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = GuardedStdout(sys.stdout)
     try:
         args = _parser().parse_args(argv)
-        args.func(_open_store(args.root), args)
+        code = args.func(_open_store(args.root), args)  # a status of its own, or None: 0
         sys.stdout.flush()  # a reader gone early fails here, as one line, not at exit
     except LayerfsError as e:
         return _fail(e.message, e.exit_code)
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
         return _fail(f"{e.strerror or e}{where}", EXIT_ERROR)
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from layerfs.errors import LayerfsError
 from layerfs.store.layout import Store
 
 
-def cmd_unshare(store: Store, args: argparse.Namespace) -> None:
+def cmd_unshare(store: Store, args: argparse.Namespace) -> int:
+    """Returns the command's exit status, which becomes layerfs's."""
     from launcher.idmap import SUBUID, user_map
     from launcher.userns import run_unshared
 
@@ -25,4 +26,4 @@ def cmd_unshare(store: Store, args: argparse.Namespace) -> None:
               "(as root); files of other owners show as nobody (65534) and cannot be written",
               file=sys.stderr)
     sys.stdout.flush()
-    raise SystemExit(run_unshared(argv, idmap))
+    return run_unshared(argv, idmap)

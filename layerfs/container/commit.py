@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from layerfs.container.changes import DELETED, Change, compare, container_trees
 from layerfs.container.records import Container
+from layerfs.errors import BadInput
 from layerfs.image.catalog import Catalog, Image
 from layerfs.image.importer import import_image
 from layerfs.image.source import SourceImage, SourceLayer
@@ -28,6 +29,7 @@ from layerfs.union.tree import MergedTree, Node
 _TAR_TYPE = {REGULAR: tarfile.REGTYPE, DIRECTORY: tarfile.DIRTYPE, SYMLINK: tarfile.SYMTYPE,
              CHARDEV: tarfile.CHRTYPE, BLOCKDEV: tarfile.BLKTYPE, FIFO: tarfile.FIFOTYPE}
 OPAQUE = b".wh..wh..opq"
+PATH_MAX = 4096  # bytes, with the final NUL
 
 
 def _info(path: bytes, node: Node) -> tarfile.TarInfo:
@@ -87,6 +89,12 @@ class _LayerWriter:
     def add(self, change: Change) -> None:
         if change.covered:
             return  # an opaque marker already hides it; whiteouts there confuse overlayfs
+        if len(change.path) >= PATH_MAX:
+            # The kernel lets a tree grow deeper (relative paths), but tar, umoci and
+            # containerd open each entry by its whole path and would fail to unpack it.
+            raise BadInput(f"cannot commit {os.fsdecode(change.path[:60])!r}...: a path of "
+                           f"{len(change.path)} bytes is beyond PATH_MAX, so no other tool "
+                           "could unpack the image; move it higher up or delete it")
         self.parents(change.path)
         if change.kind == DELETED:
             head, _, name = change.path.rpartition(b"/")
