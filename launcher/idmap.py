@@ -71,15 +71,16 @@ def _extents(own: int, ranges: list[tuple[int, int]]) -> tuple[Extent, ...]:
 
 
 def user_map(uid: int, gid: int, single: bool = False) -> IdMap:
-    """The map for user `uid` (primary group `gid`): its subordinate ranges unless `single`."""
+    """The map for user `uid` (primary group `gid`): its subordinate ranges, unless
+    `single` or the user lacks a range in either file."""
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:
         user = str(uid)
-    if single:
+    uids, gids = subordinate_ranges(SUBUID, user, uid), subordinate_ranges(SUBGID, user, uid)
+    if single or not (uids and gids):  # half a map would leave files of every group unmapped
         return IdMap(_extents(uid, []), _extents(gid, []))
-    return IdMap(_extents(uid, subordinate_ranges(SUBUID, user, uid)),
-                 _extents(gid, subordinate_ranges(SUBGID, user, uid)))
+    return IdMap(_extents(uid, uids), _extents(gid, gids))
 
 
 def _map_line(extents: tuple[Extent, ...]) -> list[str]:

@@ -21,7 +21,7 @@ from launcher import syscalls
 from launcher.idmap import IdMap, write_maps
 from layerfs.errors import LayerfsError
 from layerfs.identity import in_user_namespace
-from layerfs.union.daemon import DAEMON_NAME
+from layerfs.union.daemon import is_daemon
 from layerfs.union.mounts import FSTYPE, daemon_alive, mount_namespace, mount_table
 
 
@@ -140,13 +140,5 @@ def _detach_layerfs_mounts(timeout: float = 10.0) -> None:
 def _daemons_here() -> list[int]:
     """The layerfs mount daemons that live in this process's mount namespace."""
     here = mount_namespace()
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and mount_namespace(entry.name) == here:
-            try:
-                with open(f"/proc/{entry.name}/comm") as f:
-                    if f.read().strip() == DAEMON_NAME:
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+    return [int(entry.name) for entry in os.scandir("/proc")
+            if entry.name.isdigit() and mount_namespace(entry.name) == here and is_daemon(entry.name)]

@@ -8,14 +8,24 @@ keeps that user's store, and its mounts are the container's runtime mounts.
 
 from __future__ import annotations
 
-_INITIAL_UID_MAP = ["0", "0", "4294967295"]
+_INITIAL_UID_MAP = [(0, 0, 4294967295)]
+
+
+def uid_map() -> list[tuple[int, int, int]]:
+    """This user namespace's uid map: (first id inside, first id outside, count) each."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return [tuple(map(int, line.split())) for line in f if line.strip()]  # type: ignore[misc]
+    except OSError:
+        return _INITIAL_UID_MAP
 
 
 def in_user_namespace() -> bool:
     """Whether this process runs in a user namespace other than the initial one."""
-    try:
-        with open("/proc/self/uid_map") as f:
-            lines = f.read().split("\n")
-    except OSError:
-        return False
-    return [line.split() for line in lines if line.strip()] != [_INITIAL_UID_MAP]
+    return uid_map() != _INITIAL_UID_MAP
+
+
+def is_mapped(uid: int) -> bool:
+    """Whether this namespace can name `uid`: an owner outside the map shows as the
+    overflow id, which no process here can become (nor write as)."""
+    return any(inside <= uid < inside + count for inside, _outside, count in uid_map())

@@ -457,3 +457,17 @@ def test_commit_refuses_a_path_beyond_path_max(lfs: Layerfs, container: str) -> 
     done = lfs.run("commit", container, "deep:v1", check=False)
     assert done.returncode == 1 and "PATH_MAX" in done.stderr and done.stderr.count("\n") == 1
     assert "deep:v1" not in lfs.run("images").stdout
+
+
+@pytest.mark.parametrize("length", [251, 252, 255])
+def test_a_long_name_deleted_in_a_container_commits(lfs: Layerfs, length: int) -> None:
+    """A lower file named with up to NAME_MAX bytes, deleted in a container: the commit's
+    whiteout is longer than NAME_MAX (".wh." + name), and still imports and unpacks."""
+    name = "n" * length
+    lfs.import_layers([make_layer([file(name, b"long\n"), file("keep", b"k\n")])], "long:v1")
+    lfs.run("create", "long:v1", "--name", "lc")
+    with lfs.mounted("lc") as mp:
+        lfs.sh(["rm", str(mp / name)])
+    lfs.run("commit", "lc", "long:v2")
+    with lfs.mounted("long:v2") as mp:
+        assert lfs.sh(["ls", "-A", str(mp)]).stdout.split() == [b"keep"]

@@ -156,6 +156,25 @@ def test_mounts_lists_mount_and_umount_removes_it(lfs: Layerfs) -> None:
     assert list(mountpoint.iterdir()) == []
 
 
+def test_mount_names_what_the_user_gave_and_refuses_a_full_directory(lfs: Layerfs) -> None:
+    """`mount case DIR` says "case" (not the image's first name, "case:latest"); an id
+    prefix is shown as the image's name. A directory with something in it is refused
+    (exit 1, nothing mounted), as its files would be hidden."""
+    import_layers(lfs, CASES["basic"])
+    mountpoint = scratch(lfs, "mnt")
+    done = lfs.run("mount", "case", str(mountpoint))
+    assert done.stdout.startswith(f"Mounted case at {mountpoint} (read-only, browse")
+    lfs.run("umount", str(mountpoint))
+    image_id = json.loads(lfs.run("images", "--json").stdout)[0]["id"]
+    lfs.run("mount", image_id[7:19], str(mountpoint))
+    assert json.loads(lfs.run("mounts", "--json").stdout)[0]["image"] == "case:latest"
+    lfs.run("umount", str(mountpoint))
+    lfs.sh(["touch", str(mountpoint / "kept")])
+    refused = lfs.run("mount", "case", str(mountpoint), check=False)
+    assert refused.returncode == 1 and "not empty" in refused.stderr and refused.stderr.count("\n") == 1
+    assert str(mountpoint) not in mounted_points()
+
+
 # ---------------------------------------------------------------------------
 # Interop: images other tools wrote, and other tools reading the store
 

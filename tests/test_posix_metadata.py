@@ -159,6 +159,7 @@ def test_times_after_each_change(mounts, change: str, where: str) -> None:  # no
             before, parent_before = times(target), times(target.parent)
             do(target)
             after = times(_follow(change, target))
+            assert after[2] >= before[2], f"{label}: ctime went back"
             seen[label] = (moved(before, after), moved(parent_before, times(target.parent)),
                            [after["am".index(t)] for t in exact])
     assert seen["layerfs"] == seen["ext4"], seen
@@ -195,24 +196,36 @@ def test_directory_times_after_each_change(mounts, change: str) -> None:  # noqa
     assert seen["layerfs"] == seen["ext4"] == seen["kernel"], seen
 
 
-def test_times_survive_a_remount(lfs_root: Layerfs, tmp_path: Path) -> None:
-    """ctime and atime are journaled: a remount shows the times the container left."""
-    source = tmp_path / "src"
-    write_oci_layout(source, layers())
-    lfs_root.run("import", f"oci:{source}:latest", IMAGE, "-q")
+# Each leaves an object whose three times a remount must show exactly as they were.
+REMOUNT_CASES: dict[str, Callable[[Path], None]] = {
+    "chmod of a lower file": lambda d: os.chmod(d / "lower", 0o640),
+    "explicit times in the past": lambda d: os.utime(d / "other", ns=(1_111_000_000_000, 2_222_000_000_000)),
+    "a file made and written": lambda d: (d / "made").write_bytes(b"x"),
+    "an mtime in the future on a written file":
+        lambda d: ((d / "made").write_bytes(b"x"), os.utime(d / "made", ns=(4_000_000_000_000_000_000,) * 2)),
+    "a write, then a chmod, of a lower file": lambda d: (_append(d / "lower"), os.chmod(d / "lower", 0o600)),
+    "a chmod, then a write, of a lower file": lambda d: (os.chmod(d / "lower", 0o600), _append(d / "lower")),
+    "a truncate of a lower file": lambda d: os.truncate(d / "other", 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REMOUNT_CASES))
+def test_times_survive_a_remount(lfs_root: Layerfs, case: str) -> None:
+    """ctime and atime are journaled, and mtime is stamped on the data file too: a
+    remount shows exactly the times the container left, and ctime never went back."""
+    lfs_root.import_layers(layers(), IMAGE)
     lfs_root.run("create", IMAGE, "--name", "c")
+    names = ("d", "d/lower", "d/other", "d/made")
     mountpoint = mount_container(lfs_root, "c", "--allow-other")
-    os.chmod(mountpoint / "d" / "lower", 0o640)
-    os.utime(mountpoint / "d" / "other", ns=(1_111_000_000_000, 2_222_000_000_000))
-    (mountpoint / "d" / "made").write_bytes(b"x")
-    expected = {name: times(mountpoint / "d" / name) for name in ("lower", "other", "made")}
-    expected["d"] = times(mountpoint / "d")
+    before = {name: times(mountpoint / name) for name in names if (mountpoint / name).exists()}
+    time.sleep(TICK)
+    REMOUNT_CASES[case](mountpoint / "d")
+    expected = {name: times(mountpoint / name) for name in names if (mountpoint / name).exists()}
     lfs_root.run("umount", str(mountpoint))
+    assert all(expected[name][2] >= ctime for name, (_a, _m, ctime) in before.items())
     mountpoint = mount_container(lfs_root, "c", "--allow-other")
     try:
-        got = {name: times(mountpoint / "d" / name) for name in ("lower", "other", "made")}
-        got["d"] = times(mountpoint / "d")
-        assert got == expected
+        assert {name: times(mountpoint / name) for name in expected} == expected
     finally:
         lfs_root.run("umount", str(mountpoint))
 

@@ -120,6 +120,27 @@ def test_root_makes_a_new_store_in_a_user_directory_as_that_user(lfs_user: Layer
     assert [image["id"] for image in json.loads(out)] == [info.config_digest]
 
 
+def test_a_mount_root_makes_on_a_user_store_is_the_users(lfs_user: Layerfs) -> None:
+    """The daemon, its records and the mount itself are the owner's: the owner enters
+    the mount, lists it and unmounts it; root cannot give it allow_other from there."""
+    lfs_user.run("import", small_image(lfs_user, "src", "base")[0], "base:1", "-q")
+    lfs_user.run("create", "base:1", "--name", "c1")
+    mountpoint = lfs_user.mkdir("mnt")
+    root = as_root_on(lfs_user)
+    root.run("mount", "c1", str(mountpoint))
+    try:
+        assert lfs_user.sh(["cat", str(mountpoint / "etc" / "marker")]).stdout == b"base"
+        lfs_user.sh(["sh", "-c", f"echo new > {mountpoint}/etc/new"])
+        [record] = json.loads(lfs_user.run("mounts", "--json").stdout)
+        assert os.stat(f"/proc/{record['pid']}").st_uid == pwd.getpwnam(lfs_user.user).pw_uid  # type: ignore[arg-type]
+    finally:
+        lfs_user.run("umount", str(mountpoint))
+    refused = root.run("mount", "--allow-other", "c1", str(mountpoint), check=False)
+    assert refused.returncode == 1 and "acts as" in refused.stderr and refused.stderr.count("\n") == 1
+    pw = pwd.getpwnam(lfs_user.user)  # type: ignore[arg-type]
+    assert foreign_owned(lfs_user.root, pw.pw_uid, pw.pw_gid) == []
+
+
 def test_root_cannot_import_what_the_owner_cannot_read(lfs_user: Layerfs) -> None:
     """Acting as the owner cuts both ways: a root-only file is unreadable for root too
     (one line naming it, store unchanged), as the README says."""

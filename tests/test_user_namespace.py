@@ -14,7 +14,13 @@ per check ("label: ok" or "label: <error>"); the test compares the lines.
 from __future__ import annotations
 
 import json
+import os
 import pwd
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -89,9 +95,9 @@ check "0 chowns to 33" chown 33:33 "$M/etc-file"
 as 1000:1000 touch "$M/tmp/t"
 check "33 deletes 1000's file in /tmp" as 33:33 rm -f "$M/tmp/t"
 check "1000 writes root's file" as 1000:1000 sh -c "echo x >> '$M/etc-file'"
-cp /bin/true "$M/suid-true" && chmod 4755 "$M/suid-true"
-check "setuid works in the namespace" as 1000:1000 "$M/suid-true"
-stat -c 'setuid bit: %A' "$M/suid-true"
+cp /usr/bin/id "$M/suid-id" && chmod 4755 "$M/suid-id"
+echo "1000 runs a setuid-root id: euid $(as 1000:1000 "$M/suid-id" -u)"
+stat -c 'setuid bit: %A' "$M/suid-id"
 L umount "$M"
 L mount c1 "$M" >/dev/null
 stat -c 'after remount: %u:%g %n' "$M/srv/www/new" "$M/etc-file" "$M/srv/www/index.html"
@@ -113,7 +119,7 @@ stat -c 'after remount: %u:%g %n' "$M/srv/www/new" "$M/etc-file" "$M/srv/www/ind
         "0 chowns to 33: ok",
         "33 deletes 1000's file in /tmp: Operation not permitted",
         "1000 writes root's file: Permission denied",
-        "setuid works in the namespace: ok",
+        "1000 runs a setuid-root id: euid 0",
         "setuid bit: -rwsr-xr-x",
         f"after remount: 33:33 {mp}/srv/www/new",
         f"after remount: 33:33 {mp}/etc-file",
@@ -174,12 +180,25 @@ L umount "$M"
 
 
 def test_unshare_says_what_it_does(lfs_user: Layerfs) -> None:
-    """Exit status of the command, 127 for a missing one, and a note for a single map."""
+    """Exit status of the command, 127 for a missing one; the map of podman's layout."""
     assert lfs_user.run("unshare", "sh", "-c", "exit 7", check=False).returncode == 7
     missing = lfs_user.run("unshare", "no-such-command", check=False)
     assert missing.returncode == 127 and "command not found" in missing.stderr
-    inside = lfs_user.run("unshare", "cat", "/proc/self/uid_map").stdout.split()
-    assert inside[:3] == ["0", str(_uid(lfs_user)), "1"] and len(inside) == 6
+    start, count = _subordinate_range(lfs_user)
+    inside = lfs_user.run("unshare", "--", "cat", "/proc/self/uid_map").stdout.split()
+    assert inside == ["0", str(_uid(lfs_user)), "1", "1", str(start), str(count)]
+    single = lfs_user.run("unshare", "--single-id", "cat", "/proc/self/uid_map").stdout.split()
+    assert single == ["0", str(_uid(lfs_user)), "1"]
+
+
+def _subordinate_range(lfs: Layerfs) -> tuple[int, int]:
+    """The test user's range in /etc/subuid (scripts/test adds one)."""
+    with open("/etc/subuid") as f:
+        for line in f:
+            name, start, count = line.strip().split(":")
+            if name == lfs.user:
+                return int(start), int(count)
+    raise AssertionError(f"{lfs.user} has no range in /etc/subuid: run scripts/test")
 
 
 def _uid(lfs: Layerfs) -> int:
@@ -189,6 +208,54 @@ def _uid(lfs: Layerfs) -> int:
 def test_root_is_told_to_run_the_command_directly(lfs_root: Layerfs) -> None:
     done = lfs_root.run("unshare", "true", check=False)
     assert done.returncode == 1 and done.stderr.count("\n") == 1
+
+
+def test_the_host_sees_a_namespace_mount_and_leaves_it_alone(container: Layerfs) -> None:
+    """While a session lives, the host lists its mount, refuses to unmount it there, and
+    `rm -f` stops its daemon in its own namespace."""
+    mountpoint = container.workdir / "mnt"
+    container.mkdir("mnt")
+    session = subprocess.Popen(container.wrap([LAYERFS_BIN, "--root", str(container.root), "unshare", "sh", "-c",
+                                              f"{LAYERFS_BIN} --root {container.root} mount c1 {mountpoint} >/dev/null "
+                                              "&& echo up && exec sleep 30"]),
+                               stdout=subprocess.PIPE, env=container.env(), text=True, start_new_session=True)
+    try:
+        assert session.stdout.readline().strip() == "up"  # type: ignore[union-attr]
+        listed = container.run("mounts").stdout
+        assert f"{mountpoint} (in another mount namespace)" in listed and "runtime" in listed
+        refused = container.run("umount", str(mountpoint), check=False)
+        assert refused.returncode == 3 and "another mount namespace" in refused.stderr
+        container.run("rm", "-f", "c1")
+        assert json.loads(container.run("mounts", "--json").stdout) == []
+    finally:
+        os.killpg(session.pid, signal.SIGKILL)
+        session.wait()
+
+
+def test_a_killed_session_leaves_a_mount_the_host_can_stop(container: Layerfs) -> None:
+    """`unshare` killed with SIGKILL cannot detach its mounts; once nothing but their
+    daemons is left in the namespace, the host's `umount` stops them."""
+    mountpoint = container.workdir / "mnt"
+    container.mkdir("mnt")
+    session = subprocess.Popen(container.wrap([LAYERFS_BIN, "--root", str(container.root), "unshare", "sh", "-c",
+                                              f"{LAYERFS_BIN} --root {container.root} mount c1 {mountpoint} >/dev/null "
+                                              "&& echo up && sleep 1"]),
+                               stdout=subprocess.PIPE, env=container.env(), text=True)
+    assert session.stdout.readline().strip() == "up"  # type: ignore[union-attr]
+    unshare_pid = _unshare_process(session.pid)
+    os.kill(unshare_pid, signal.SIGKILL)
+    session.wait()
+    time.sleep(1.5)  # the orphaned shell finishes its sleep: only the daemon is left in there
+    [record] = json.loads(container.run("mounts", "--json").stdout)
+    container.run("umount", str(mountpoint))
+    assert not daemon_alive(record["pid"]) and json.loads(container.run("mounts", "--json").stdout) == []
+
+
+def _unshare_process(pid: int) -> int:
+    """The `layerfs unshare` process: `pid` itself, or the child runuser started."""
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return next((c for c in children if Path(f"/proc/{c}/cmdline").read_bytes().startswith(
+        os.fsencode(sys.executable))), pid)
 
 
 def test_mounts_of_a_namespace_are_gone_with_it(container: Layerfs) -> None:

@@ -6,16 +6,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from layerfs.cli.output import ago, human_size, print_json, quote_path, table
 from layerfs.cli.progress import progress_for_terminal
 from layerfs.container.records import Containers
+from layerfs.container.usage import image_use
 from layerfs.cli.container_commands import mount_container
-from layerfs.errors import NotFound
-from layerfs.image.catalog import Catalog, Image, Use, reference_name
+from layerfs.errors import LayerfsError, NotFound
+from layerfs.image.catalog import Catalog, Image, reference_name
 from layerfs.image.importer import import_image
 from layerfs.image.transports import open_source
 from layerfs.store.layout import Store
@@ -23,7 +23,7 @@ from layerfs.union.build import merged_tree, prune_tree_cache
 from layerfs.union.access import mount_kind
 from layerfs.union.operations import image_operations
 from layerfs.union.daemon import check_mountpoint, mount, unmount
-from layerfs.union.mounts import live_mounts, mounted_images
+from layerfs.union.mounts import live_mounts
 
 
 def _display_name(image: Image) -> str:
@@ -104,24 +104,10 @@ def cmd_tag(store: Store, args: argparse.Namespace) -> None:
         catalog.name(catalog.descriptor(image), name)
 
 
-def _use_of(store: Store) -> Callable[[Image], Use | None]:
-    """What uses an image, so that rmi does not remove it under a mount or a container:
-    read with the store locked, as containers are created under the lock."""
-    containers = Containers(store)
-    mounted = mounted_images(store)
-
-    def use_of(image: Image) -> Use | None:
-        if image.id in mounted:
-            return Use(f"mounted at {mounted[image.id]}", "umount it")
-        users = containers.using_image(image.id)
-        return Use(f"used by container {users[0].name}", "remove the container") if users else None
-    return use_of
-
-
 def cmd_rmi(store: Store, args: argparse.Namespace) -> None:
     catalog = Catalog(store)
     with store.locked():
-        use_of = _use_of(store)
+        use_of = image_use(store)
         with catalog.batch():
             removals = [catalog.remove_reference(ref, args.force, use_of) for ref in args.refs]
         freed, live_layers = catalog.collect_garbage()
@@ -138,6 +124,17 @@ def cmd_rmi(store: Store, args: argparse.Namespace) -> None:
         print(f"Reclaimed {human_size(freed)}", file=sys.stderr)
 
 
+def _given_name(ref: str, image: Image) -> str:
+    """What to call a mounted image: the name the user gave, or, for an id or digest,
+    the image's first name."""
+    try:
+        if reference_name(ref) in image.names:
+            return ref
+    except LayerfsError:
+        pass
+    return _display_name(image)
+
+
 def cmd_mount(store: Store, args: argparse.Namespace) -> None:
     mountpoint = check_mountpoint(Path(args.mountpoint))
     kind = mount_kind(args.allow_other)
@@ -150,11 +147,12 @@ def cmd_mount(store: Store, args: argparse.Namespace) -> None:
         return
     image = Catalog(store).resolve(args.ref)
     make = image_operations(merged_tree(store, image.diff_ids), kind)
+    name = _given_name(args.ref, image)
     if args.foreground:
-        print(f"Serving {args.ref} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
-    pid = mount(store, make, mountpoint, args.ref, image.id, args.foreground, kind)
+        print(f"Serving {name} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
+    pid = mount(store, make, mountpoint, name, image.id, args.foreground, kind)
     if not args.foreground:
-        print(f"Mounted {args.ref} at {mountpoint} (read-only, {kind.label}, pid {pid})")
+        print(f"Mounted {name} at {mountpoint} (read-only, {kind.label}, pid {pid})")
 
 
 def cmd_umount(store: Store, args: argparse.Namespace) -> None:

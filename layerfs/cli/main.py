@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                 under: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
         p = under.add_parser(name, help=help, description=description or help,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, uses_store=True)
         return p
 
     p = command("import", c.cmd_import, "import an image into the store",
@@ -141,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
                         "owners then show as nobody (65534) and cannot be written")
     p.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER,
                    help="the command and its arguments")
+    p.set_defaults(uses_store=False)  # the layerfs commands run in there open their own
 
     p = command("mounts", c.cmd_mounts, "list the live mounts of this store")
     p.add_argument("--json", action="store_true",
@@ -215,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = GuardedStdout(sys.stdout)
     try:
         args = _parser().parse_args(argv)
-        code = args.func(_open_store(args.root), args)  # a status of its own, or None: 0
+        store = _open_store(args.root) if args.uses_store else None
+        code = args.func(store, args)  # a status of its own, or None: 0
         sys.stdout.flush()  # a reader gone early fails here, as one line, not at exit
     except LayerfsError as e:
         return _fail(e.message, e.exit_code)

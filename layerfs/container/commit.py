@@ -21,7 +21,7 @@ from layerfs.errors import BadInput
 from layerfs.image.catalog import Catalog, Image
 from layerfs.image.importer import import_image
 from layerfs.image.source import SourceImage, SourceLayer
-from layerfs.layer.index import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, REGULAR, SYMLINK
+from layerfs.layer.index import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, PATH_MAX, REGULAR, SYMLINK
 from layerfs.progress import Progress
 from layerfs.store.layout import Store
 from layerfs.union.tree import MergedTree, Node
@@ -29,11 +29,21 @@ from layerfs.union.tree import MergedTree, Node
 _TAR_TYPE = {REGULAR: tarfile.REGTYPE, DIRECTORY: tarfile.DIRTYPE, SYMLINK: tarfile.SYMTYPE,
              CHARDEV: tarfile.CHRTYPE, BLOCKDEV: tarfile.BLKTYPE, FIFO: tarfile.FIFOTYPE}
 OPAQUE = b".wh..wh..opq"
-PATH_MAX = 4096  # bytes, with the final NUL
+
+
+def _tar_name(path: bytes) -> str:
+    """The member name of `path`. The kernel lets a tree grow beyond PATH_MAX (through
+    relative paths), but tar, umoci and containerd open each entry by its whole path
+    and could not unpack it: such a commit is refused, in one line."""
+    if len(path) >= PATH_MAX:
+        raise BadInput(f"cannot commit {os.fsdecode(path[:60])!r}...: a path of {len(path)} "
+                       "bytes is beyond PATH_MAX, so no other tool could unpack the image; "
+                       "move it higher up or delete it")
+    return os.fsdecode(path.lstrip(b"/"))
 
 
 def _info(path: bytes, node: Node) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(os.fsdecode(path.lstrip(b"/")))
+    info = tarfile.TarInfo(_tar_name(path))
     info.type = _TAR_TYPE[node.kind]
     info.mode, info.uid, info.gid = node.mode, node.uid, node.gid
     info.mtime = node.mtime_ns / 1e9
@@ -47,7 +57,7 @@ def _info(path: bytes, node: Node) -> tarfile.TarInfo:
 
 
 def _marker(path: bytes) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(os.fsdecode(path.lstrip(b"/")))
+    info = tarfile.TarInfo(_tar_name(path))
     info.mode = 0
     return info
 
@@ -89,12 +99,6 @@ class _LayerWriter:
     def add(self, change: Change) -> None:
         if change.covered:
             return  # an opaque marker already hides it; whiteouts there confuse overlayfs
-        if len(change.path) >= PATH_MAX:
-            # The kernel lets a tree grow deeper (relative paths), but tar, umoci and
-            # containerd open each entry by its whole path and would fail to unpack it.
-            raise BadInput(f"cannot commit {os.fsdecode(change.path[:60])!r}...: a path of "
-                           f"{len(change.path)} bytes is beyond PATH_MAX, so no other tool "
-                           "could unpack the image; move it higher up or delete it")
         self.parents(change.path)
         if change.kind == DELETED:
             head, _, name = change.path.rpartition(b"/")

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 INDEX_FORMAT = 1
+# What every Linux filesystem holds, in bytes: one name, and one path with its final NUL.
+# A layer beyond them could not be unpacked by any tool, nor committed back out.
+NAME_MAX = 255
+PATH_MAX = 4096
 
 # Entry kinds. "h" is a hardlink: `target` names an earlier entry of the same layer.
 REGULAR, DIRECTORY, SYMLINK, CHARDEV, BLOCKDEV, FIFO, HARDLINK = "f", "d", "l", "c", "b", "p", "h"

@@ -18,29 +18,33 @@ from pathlib import Path
 import xxhash
 
 from layerfs.errors import BadInput
-from layerfs.layer.index import (BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR,
-                                 SYMLINK, Entry, LayerIndex)
+from layerfs.layer.index import (BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, NAME_MAX, PATH_MAX,
+                                 REGULAR, SYMLINK, Entry, LayerIndex)
 from layerfs.store.digest import Readable
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 CHUNK = 1 << 20
-NAME_MAX = 255  # bytes in one path component, on every Linux filesystem
 
 
 def clean_path(name: str, what: str) -> str:
     """A tar member name as a relative path; absolute names and ".." are refused, and
-    so are components longer than NAME_MAX bytes: no filesystem can hold them, so
-    a layer with one cannot be unpacked by any tool, nor committed back out as an
-    image other tools accept."""
+    so are names longer than NAME_MAX bytes and paths beyond PATH_MAX: no filesystem
+    can hold them, so a layer with one cannot be unpacked by any tool, nor committed
+    back out as an image other tools accept. A whiteout names what it deletes after
+    its prefix, so that name is what must fit."""
     if name.startswith("/"):
         raise BadInput(f"{what}: absolute path {name!r} in layer")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise BadInput(f"{what}: path {name!r} escapes the layer with '..'")
-    if any(len(os.fsencode(part)) > NAME_MAX for part in parts):
+    named = parts[:-1] + [parts[-1].removeprefix(WHITEOUT_PREFIX)] if parts else []
+    if any(len(os.fsencode(part)) > NAME_MAX for part in named):
         raise BadInput(f"{what}: path {name!r} has a name longer than {NAME_MAX} bytes, "
                        "which no Linux filesystem can hold")
+    if len(os.fsencode("/".join(named))) >= PATH_MAX:
+        raise BadInput(f"{what}: path {name[:60]!r}... is {len(os.fsencode(name))} bytes long, "
+                       f"beyond PATH_MAX, which no tool could unpack")
     return "/".join(parts)
 
 

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from layerfs.errors import LayerfsError, NotFound
-from layerfs.identity import in_user_namespace
+from layerfs.identity import in_user_namespace, is_mapped
 from layerfs.store.digest import check_digest, sha256_of, verify
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 EMPTY_INDEX: dict[str, Any] = {"schemaVersion": 2, "manifests": []}
 LOCK = ".lock"
+# What a store being made may hold before its oci-layout is written.
+_STORE_NAMES = {LOCK, "tmp", "index.json", "blobs", "layers", "cache", "mounts"}
 
 
 def default_root() -> Path:
@@ -56,12 +58,7 @@ def _existing_ancestor(root: Path) -> os.stat_result:
             path = path.parent
 
 
-def _mapped(uid: int) -> bool:
-    """Whether this user namespace maps `uid`: an owner outside the map shows as the
-    overflow id, which no process here can become (nor write as)."""
-    with open("/proc/self/uid_map") as f:
-        ranges = [tuple(map(int, line.split())) for line in f if line.strip()]
-    return any(inside <= uid < inside + count for inside, _outside, count in ranges)
+acting_for: str | None = None  # the store owner root acts as (see act_as_owner), if any
 
 
 def act_as_owner(root: Path) -> None:
@@ -72,21 +69,25 @@ def act_as_owner(root: Path) -> None:
     `sudo layerfs --root ~user/... tag` would otherwise leave root-owned files that
     lock the owner out of their own store. Acting as the owner makes every file the
     store gains theirs, with no chown scattered over the code, and keeps root from
-    putting into it what the owner could not have read."""
+    putting into it what the owner could not have read. All ids change, real ones
+    too, so that what the command starts is the owner's as well: a mount then
+    belongs to them (they may enter, unmount and signal it), as if they had made it."""
+    global acting_for
     if os.geteuid() != 0:
         return
     owner = _existing_ancestor(root)
-    if owner.st_uid == 0 or not _mapped(owner.st_uid):
+    if owner.st_uid == 0 or not is_mapped(owner.st_uid):
         return
     try:
-        user = pwd.getpwuid(owner.st_uid)
+        user: pwd.struct_passwd | None = pwd.getpwuid(owner.st_uid)
     except KeyError:  # an id without a passwd entry: its files' group is all we know
-        gid, groups = owner.st_gid, [owner.st_gid]
-    else:
-        gid, groups = user.pw_gid, os.getgrouplist(user.pw_name, user.pw_gid)
+        user = None
+    gid = user.pw_gid if user else owner.st_gid
+    groups = os.getgrouplist(user.pw_name, user.pw_gid) if user else [owner.st_gid]
     os.setgroups(groups)
-    os.setegid(gid)
-    os.seteuid(owner.st_uid)
+    os.setresgid(gid, gid, gid)
+    os.setresuid(owner.st_uid, owner.st_uid, owner.st_uid)
+    acting_for = user.pw_name if user else str(owner.st_uid)
 
 
 def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> None:
@@ -125,8 +126,9 @@ class Store:
     def check(self) -> None:
         """Refuse a root that is something else than a store, before any command reads
         it as an empty store or turns it into one: a missing or empty directory is
-        fine (it becomes a store on first write), as is one holding `.lock` (a store
-        that its first writer is making: the lock comes before oci-layout)."""
+        fine (it becomes a store on first write), as is one holding `.lock` and nothing
+        but a store's own names (a store that its first writer is making: the lock
+        comes before oci-layout)."""
         if (self.root / "oci-layout").exists():
             return
         try:
@@ -135,7 +137,7 @@ class Store:
             return
         except NotADirectoryError:
             raise LayerfsError(f"{self.root} is not a directory: --root takes the store's directory") from None
-        if names and LOCK not in names:
+        if names and not (LOCK in names and set(names) <= _STORE_NAMES):
             raise LayerfsError(f"{self.root} is not a layerfs store (no oci-layout): choose a new or "
                                "empty directory for a store, or the directory of an existing one")
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from layerfs.errors import LayerfsError
 from layerfs.identity import in_user_namespace
+from layerfs.store import layout
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,11 @@ def mount_kind(allow_other: bool) -> MountKind:
         return MountKind(runtime=True, suid=True)
     if not allow_other:
         return BROWSE
-    if os.getuid() != 0:  # the real id: root acting as a store's owner is still root
+    if layout.acting_for is not None:
+        raise LayerfsError(f"--allow-other needs root, and on {layout.acting_for}'s store root acts "
+                           f"as {layout.acting_for}: mount from a store of root's, or inside "
+                           f"`layerfs unshare` as {layout.acting_for}")
+    if os.getuid() != 0:
         raise LayerfsError("--allow-other needs root on the host; as a user, mount inside "
                            "`layerfs unshare`, where every mount is a runtime mount")
     return MountKind(runtime=True)

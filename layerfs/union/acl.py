@@ -64,6 +64,16 @@ def _find(entries: list[Entry], tag: int) -> Entry | None:
     return next((e for e in entries if e[0] == tag), None)
 
 
+def _get(entries: list[Entry], tag: int) -> Entry:
+    """An entry `parse` guarantees: the owner's, the owning group's or others'."""
+    return next(e for e in entries if e[0] == tag)
+
+
+def _group_class(entries: list[Entry]) -> Entry:
+    """The entry that holds the group bits of the mode: the mask if there is one."""
+    return _find(entries, MASK) or _get(entries, GROUP_OBJ)
+
+
 def is_extended(entries: list[Entry]) -> bool:
     return any(e[0] in (*_NAMED, MASK) for e in entries)
 
@@ -72,17 +82,16 @@ def apply_access_acl(value: bytes, mode: int) -> tuple[int, bool]:
     """(the new mode, whether the ACL must be kept as an xattr) for an access ACL set on
     an inode whose permission bits (with setuid, setgid, sticky) are `mode`."""
     entries = parse(value)
-    group = _find(entries, MASK) or _find(entries, GROUP_OBJ)
-    perms = (_find(entries, USER_OBJ)[1] << 6) | (group[1] << 3) | _find(entries, OTHER)[1]  # type: ignore[index]
+    perms = _get(entries, USER_OBJ)[1] << 6 | _group_class(entries)[1] << 3 | _get(entries, OTHER)[1]
     return (mode & 0o7000) | perms, is_extended(entries)
 
 
 def chmod(value: bytes, mode: int) -> bytes:
     """The extended access ACL after chmod to `mode`."""
     entries = parse(value)
-    _find(entries, USER_OBJ)[1] = (mode >> 6) & 7  # type: ignore[index]
-    (_find(entries, MASK) or _find(entries, GROUP_OBJ))[1] = (mode >> 3) & 7  # type: ignore[index]
-    _find(entries, OTHER)[1] = mode & 7  # type: ignore[index]
+    _get(entries, USER_OBJ)[1] = (mode >> 6) & 7
+    _group_class(entries)[1] = (mode >> 3) & 7
+    _get(entries, OTHER)[1] = mode & 7
     return serialize(entries)
 
 
@@ -99,8 +108,8 @@ def inherit(default: bytes, mode: int) -> tuple[int, bytes | None]:
         elif tag == OTHER:
             entry[1] &= perms & 7
             perms &= entry[1] | ~0o7
-    group = _find(entries, MASK) or _find(entries, GROUP_OBJ)
-    group[1] &= (perms >> 3) & 7  # type: ignore[index]
-    perms &= (group[1] << 3) | ~0o70  # type: ignore[index]
+    group = _group_class(entries)
+    group[1] &= (perms >> 3) & 7
+    perms &= (group[1] << 3) | ~0o70
     new_mode = (stat.S_IMODE(mode) & 0o7000) | (perms & 0o777)
     return new_mode, serialize(entries) if is_extended(entries) else None

@@ -24,7 +24,7 @@ from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
 from layerfs.store.layout import Store
 from layerfs.union.access import MountKind
 from layerfs.union.mounts import (FSTYPE, MountRecord, daemon_alive, drop_record, live_mounts,
-                                  mount_table, save_record)
+                                  mount_namespace, mount_table, save_record)
 
 if TYPE_CHECKING:
     import pyfuse3
@@ -57,8 +57,9 @@ def check_mountpoint(path: Path) -> Path:
         raise NotFound(f"mount point {mountpoint} does not exist: create the directory first")
     if not mountpoint.is_dir():
         raise BadInput(f"mount point {mountpoint} is not a directory")
-    if any(os.scandir(mountpoint)):
-        raise Busy(f"mount point {mountpoint} is not empty: mount on an empty directory")
+    with os.scandir(mountpoint) as entries:
+        if next(entries, None) is not None:
+            raise BadInput(f"mount point {mountpoint} is not empty: mount on an empty directory")
     return mountpoint
 
 
@@ -195,13 +196,14 @@ def unmount(store: Store, path: Path, timeout: float = 10.0, force: bool = False
     records = [r for r in live_mounts(store) if r.mountpoint == mountpoint]
     if mount_table().get(mountpoint) != FSTYPE:
         elsewhere = next((r for r in records if not r.here), None)
-        if elsewhere is not None and force:  # its daemon unmounts in its own namespace
-            os.kill(elsewhere.pid, signal.SIGTERM)
-            _wait_exit(elsewhere.pid, timeout)
+        if elsewhere is not None and (force or abandoned(elsewhere.pid)):
+            os.kill(elsewhere.pid, signal.SIGTERM)  # it unmounts in its own namespace
+            _wait_exit(elsewhere.pid, mountpoint, timeout)
             return
         if elsewhere is not None:
             raise NotFound(f"{mountpoint} is mounted in another mount namespace (daemon pid "
-                           f"{elsewhere.pid}, e.g. a `layerfs unshare` session): unmount it there")
+                           f"{elsewhere.pid}, e.g. a `layerfs unshare` session) that is still in use: "
+                           "unmount it there")
         raise NotFound(f"{mountpoint} is not a layerfs mount (see `layerfs mounts`)")
     pid = next((r.pid for r in records if r.here), None)
     done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
@@ -218,11 +220,41 @@ def unmount(store: Store, path: Path, timeout: float = 10.0, force: bool = False
         if done.returncode != 0:
             raise LayerfsError(f"cannot unmount {mountpoint}: {said[-1] if said else 'fusermount3 failed'}")
     if pid is not None:
-        _wait_exit(pid, timeout)
+        _wait_exit(pid, mountpoint, timeout)
     drop_record(store, mountpoint)
 
 
-def _wait_exit(pid: int, timeout: float) -> None:
+def _wait_exit(pid: int, mountpoint: str, timeout: float) -> None:
+    """Wait for a daemon to finish; one that does not must not have its layer removed
+    or its mount point reused under it."""
     deadline = time.monotonic() + timeout
-    while daemon_alive(pid) and time.monotonic() < deadline:
+    while daemon_alive(pid):
+        if time.monotonic() > deadline:
+            raise Busy(f"the daemon of {mountpoint} (pid {pid}) did not stop within "
+                       f"{timeout:.0f} s: stop it (kill {pid}) and try again")
         time.sleep(0.005)
+
+
+def abandoned(pid: int) -> bool:
+    """Whether a daemon is all that is left in its mount namespace (the session that
+    made it was killed): nothing can reach its mount, so nothing is lost by stopping it."""
+    namespace = mount_namespace(pid)
+    if not namespace:
+        return False
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and mount_namespace(entry.name) == namespace:
+            if _command(entry.name) not in (DAEMON_NAME, None):  # None: gone meanwhile
+                return False
+    return True
+
+
+def is_daemon(pid: str) -> bool:
+    return _command(pid) == DAEMON_NAME
+
+
+def _command(pid: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None

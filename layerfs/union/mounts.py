@@ -149,6 +149,6 @@ def live_mounts(store: Store) -> list[MountRecord]:
             continue
         if _is_live(record, table):
             live.append(record)
-        elif record.here or not daemon_alive(record.pid):
+        else:
             _unlink(entry.path)
     return live

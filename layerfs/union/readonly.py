@@ -22,7 +22,7 @@ from collections import OrderedDict
 
 import pyfuse3
 
-from layerfs.layer.index import REGULAR
+from layerfs.layer.index import NAME_MAX, REGULAR
 from layerfs.union.access import MountKind
 from layerfs.union.tree import MergedTree, Node
 
@@ -38,12 +38,6 @@ SMALL_FILE = 256 << 10
 # OPEN/RELEASE nor OPENDIR/RELEASEDIR again and keeps page caches and listings
 # (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR), which is right for layers that never change.
 ZERO_MESSAGE_OPEN = getattr(pyfuse3, "NO_OPEN_PASSES_INODE", False)
-NAME_MAX = 255  # bytes in one name, as ext4 and overlayfs allow (FUSE itself allows 1024)
-
-
-def check_name(name: bytes) -> None:
-    if len(name) > NAME_MAX:
-        raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
 
 
 def _attributes(node: Node) -> pyfuse3.EntryAttributes:
@@ -121,7 +115,10 @@ class ReadOnlyOperations(pyfuse3.Operations):
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.node(parent_inode)
-        check_name(name)  # every call that takes a new name looks it up first
+        if len(name) > NAME_MAX:
+            # FUSE lets names of up to 1024 bytes through; ext4 and overlayfs stop at 255.
+            # The kernel looks every new name up before it creates, links or renames to it.
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
         if name == b".":
             return self.attr(parent)
         if name == b"..":
@@ -209,5 +206,5 @@ class ReadOnlyOperations(pyfuse3.Operations):
         stats.f_bfree = stats.f_bavail = 0
         stats.f_files = len(self.nodes) - 1
         stats.f_ffree = stats.f_favail = 0
-        stats.f_namemax = 255
+        stats.f_namemax = NAME_MAX
         return stats

@@ -29,9 +29,9 @@ from layerfs.layer.index import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, REGULAR, SYM
 from layerfs.union.access import MountKind
 from layerfs.union.caller import in_group_or_capable
 from layerfs.union.metadata import attribute_changes, new_object, xattr_changes
-from layerfs.union.readonly import ReadOnlyOperations, check_name
+from layerfs.union.readonly import ReadOnlyOperations
 from layerfs.union.tree import SOCKET, MergedTree, Node
-from layerfs.union.upper import UpperLayer, encode_xattrs, now_ns
+from layerfs.union.upper import UpperLayer, encode_xattrs
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -88,23 +88,26 @@ class ReadWriteOperations(ReadOnlyOperations):
 
     def _make(self, parent_inode: int, name: bytes, kind: str, mode: int, ctx: pyfuse3.RequestContext,
               rdev: int = 0, target: bytes = b"") -> Node:
-        check_name(name)
         parent = self.directory(parent_inode)
         if self.child(parent, name) is not None:
             raise _fail(errno.EEXIST)
         perm, uid, gid, xattrs = new_object(parent, kind, mode, ctx.uid, ctx.gid, ctx.umask)
         ino = self.upper.new_ino()
-        op = ["create", parent.ino, os.fsdecode(name), kind, perm, uid, gid, rdev, os.fsdecode(target),
-              ino, now_ns()]
-        if xattrs:
-            op.append(encode_xattrs(xattrs))  # inherited ACLs, in the same record
-        if kind != REGULAR:
+
+        def record(t: int) -> None:
+            op = ["create", parent.ino, os.fsdecode(name), kind, perm, uid, gid, rdev,
+                  os.fsdecode(target), ino, t]
+            if xattrs:
+                op.append(encode_xattrs(xattrs))  # inherited ACLs, in the same record
             self.upper.record(op)
+
+        if kind != REGULAR:
+            record(self.upper.now())
             return self.nodes[ino]  # type: ignore[return-value]
         path = self.upper.data_path(ino)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            self.upper.record(op)
+            record(self.upper.observe(os.fstat(fd).st_mtime_ns))  # the data file's stamp is its mtime
         except OSError:
             os.close(fd)
             os.unlink(path)
@@ -144,14 +147,13 @@ class ReadWriteOperations(ReadOnlyOperations):
     @_disk_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        check_name(new_name)
         node = self.node(inode)
         parent = self.directory(new_parent_inode)
         if node.kind == DIRECTORY:
             raise _fail(errno.EPERM)
         if self.child(parent, new_name) is not None:
             raise _fail(errno.EEXIST)
-        self.upper.record(["link", node.ino, parent.ino, os.fsdecode(new_name), now_ns()])
+        self.upper.record(["link", node.ino, parent.ino, os.fsdecode(new_name), self.upper.now()])
         return self.attr(node)
 
     # -- removing and renaming -----------------------------------------------------------
@@ -169,7 +171,7 @@ class ReadWriteOperations(ReadOnlyOperations):
         parent, node = self._existing(parent_inode, name)
         if node.kind == DIRECTORY:
             raise _fail(errno.EISDIR)
-        self.upper.record(["remove", parent.ino, os.fsdecode(name), now_ns()])
+        self.upper.record(["remove", parent.ino, os.fsdecode(name), self.upper.now()])
         self._forget_data_if_gone(node)
 
     @_disk_errors
@@ -179,14 +181,13 @@ class ReadWriteOperations(ReadOnlyOperations):
             raise _fail(errno.ENOTDIR)
         if node.children:
             raise _fail(errno.ENOTEMPTY)
-        self.upper.record(["remove", parent.ino, os.fsdecode(name), now_ns()])
+        self.upper.record(["remove", parent.ino, os.fsdecode(name), self.upper.now()])
 
     @_disk_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         if flags & RENAME_EXCHANGE:
             raise _fail(errno.EINVAL)
-        check_name(name_new)
         old_parent, node = self._existing(parent_inode_old, name_old)
         new_parent = self.directory(parent_inode_new)
         target = self.child(new_parent, name_new)
@@ -207,7 +208,7 @@ class ReadWriteOperations(ReadOnlyOperations):
                 raise _fail(errno.EINVAL)  # a directory into its own subtree
             ancestor = ancestor.parent
         self.upper.record(["rename", old_parent.ino, os.fsdecode(name_old), new_parent.ino,
-                           os.fsdecode(name_new), now_ns()])
+                           os.fsdecode(name_new), self.upper.now()])
         if target is not None:
             self._forget_data_if_gone(target)
 
@@ -222,7 +223,7 @@ class ReadWriteOperations(ReadOnlyOperations):
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self.node(inode)
-        now = now_ns()
+        now = self.upper.now()
         changes = attribute_changes(
             node, mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
@@ -237,17 +238,18 @@ class ReadWriteOperations(ReadOnlyOperations):
             self.mapped.pop(node.ino, None)
             changes["size"] = attr.st_size
             changes.setdefault("mtime_ns", now)
-        self.upper.change(node, changes)
         if node.upper and node.kind == REGULAR and "mtime_ns" in changes:
-            # the data file carries the mtime (a remount reads it back)
+            # The data file carries the mtime too (replay tells writes by it), stamped
+            # first: a crash before the record then looks like a write, not the reverse.
             os.utime(self._fd(node) if node.ino in self.fds else node.payload,
                      ns=(changes["mtime_ns"], changes["mtime_ns"]))
+        self.upper.change(node, changes)
         return self.attr(node)
 
     @_disk_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self.node(inode)
-        self.upper.change(node, xattr_changes(node, name, value, now_ns(),
+        self.upper.change(node, xattr_changes(node, name, value, self.upper.now(),
                                               lambda: in_group_or_capable(ctx.pid, node.gid)))
 
     @_disk_errors
@@ -255,7 +257,7 @@ class ReadWriteOperations(ReadOnlyOperations):
         node = self.node(inode)
         if not node.xattrs or name not in node.xattrs:
             raise _fail(pyfuse3.ENOATTR)
-        self.upper.change(node, xattr_changes(node, name, None, now_ns()))
+        self.upper.change(node, xattr_changes(node, name, None, self.upper.now()))
 
     # -- directories -------------------------------------------------------------------------
 
@@ -298,7 +300,7 @@ class ReadWriteOperations(ReadOnlyOperations):
             if flags & os.O_TRUNC:
                 os.truncate(node.payload, 0)
                 # the data file's own mtime, which is what a remount reads back
-                stamp = os.stat(node.payload).st_mtime_ns
+                stamp = self.upper.observe(os.stat(node.payload).st_mtime_ns)
                 self.upper.change(node, {"size": 0, "mtime_ns": stamp, "ctime_ns": stamp})
         return self._open(node)
 
@@ -319,7 +321,7 @@ class ReadWriteOperations(ReadOnlyOperations):
         node.size = max(node.size, off + written)
         # The kernel stamps the data file from its coarse clock; a remount reads that
         # stamp back, so serve the same one now rather than time.time_ns().
-        node.mtime_ns = node.ctime_ns = os.fstat(fd).st_mtime_ns
+        node.mtime_ns = node.ctime_ns = self.upper.observe(os.fstat(fd).st_mtime_ns)
         node.cache = None
         return written
 

@@ -32,7 +32,11 @@ from layerfs.layer.index import DIRECTORY, REGULAR
 from layerfs.union.tree import MergedTree, Node
 
 JOURNAL = "journal"
-FORMAT = 1
+# 2: attribute and xattr changes are "attr" records (with ctime, atime, xattrs), a create
+# may carry inherited ACLs. A journal of format 1 replays as it is and is marked 2 when
+# opened for writing, so that a layerfs that knows only 1 refuses it instead of misreading.
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 # Space kept aside so that deleting still works on a full disk (a delete is a journal
 # line too): a delete that meets ENOSPC frees this file and tries again. Made at mount
 # and again at the next delete once space is back.
@@ -63,6 +67,7 @@ class UpperLayer:
         self.work = directory / "work"
         self.tree = tree
         self.next_ino = len(tree.nodes)
+        self.latest = 0  # the latest time this layer has given or seen (see `now`)
         journal = directory / JOURNAL
         header = {"format": FORMAT, "base": identity}
         if journal.exists():
@@ -88,8 +93,16 @@ class UpperLayer:
             first = json.loads(lines[0])
         except ValueError:
             raise LayerfsError(f"{journal} is damaged (no header)") from None
-        if first != header or len(lines) < 2:
+        if not isinstance(first, dict) or first.get("format") not in READABLE_FORMATS:
+            raise LayerfsError(f"{journal} has a format this layerfs does not know: upgrade layerfs")
+        if first.get("base") != header["base"] or len(lines) < 2:
             raise LayerfsError(f"{journal} belongs to another image tree; the container cannot be mounted")
+        if writable and first["format"] != FORMAT:
+            # the same length, so one small write in place: the header names the records to come
+            new_header = json.dumps(dict(first, format=FORMAT)).encode()
+            assert len(new_header) == len(lines[0]), "journal headers differ only in a digit"
+            with open(journal, "r+b") as f:
+                f.write(new_header)
         good = len(lines[0]) + 1  # bytes of complete, applied lines
         for line in lines[1:-1]:
             if line:
@@ -102,14 +115,19 @@ class UpperLayer:
         if writable and good < len(data):
             # Cut the torn tail off, or the records appended next would follow garbage.
             os.truncate(journal, good)
-        # Data is not journaled: an upper file's size and mtime are its data file's,
-        # and a write since the last journaled change moved its ctime too.
+        # Data is not journaled: an upper file's size is its data file's. Every journaled
+        # mtime is also stamped on the data file, so a data file whose mtime differs from
+        # the journal's was written since the last mtime was set: the write's stamp is the
+        # mtime, and the ctime unless a later change (journaled, times only grow) moved it.
         live = set()
         for node in self.tree.nodes:
             if node is not None and node.upper and node.nlink > 0:
                 found = os.stat(node.payload)
-                node.size, node.mtime_ns = found.st_size, found.st_mtime_ns
-                node.ctime_ns = max(node.ctime_ns, found.st_mtime_ns)
+                node.size = found.st_size
+                if found.st_mtime_ns != node.mtime_ns:
+                    node.mtime_ns = found.st_mtime_ns
+                    node.ctime_ns = max(node.ctime_ns, found.st_mtime_ns)
+                    self.observe(found.st_mtime_ns)
                 live.add(os.path.basename(node.payload))
         if writable:  # data of files deleted while open, or created as the daemon died
             for entry in os.scandir(self.files):
@@ -174,6 +192,18 @@ class UpperLayer:
 
     # -- the operations ----------------------------------------------------------------
 
+    def now(self) -> int:
+        """The time of a change: the clock, but never before a time already given or
+        seen. Data-file stamps may come from a finer clock than ours (multigrain
+        timestamps), and a chmod after a write must not get a ctime before the write's."""
+        self.latest = max(now_ns(), self.latest)
+        return self.latest
+
+    def observe(self, stamp: int) -> int:
+        """Note a time the kernel stamped (on a data file); returns it."""
+        self.latest = max(self.latest, stamp)
+        return stamp
+
     def new_ino(self) -> int:
         ino = self.next_ino
         self.next_ino += 1
@@ -191,6 +221,7 @@ class UpperLayer:
     def apply(self, op: list[Any]) -> None:
         kind = op[0]
         nodes = self.tree.nodes
+        self.latest = max(self.latest, _time_of(op))
         if kind == "create":
             _, parent, name, node_kind, mode, uid, gid, rdev, target, ino, t, *inherited = op
             xattrs = _decode_xattrs(inherited[0]) if inherited and inherited[0] else None
@@ -297,6 +328,17 @@ def now_ns() -> int:
     data files of this layer alike), so that a write's data-file stamp never comes
     before the journaled create or chmod that preceded it."""
     return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+
+
+def _time_of(op: list[Any]) -> int:
+    """When a record's change happened (0 for those that carry no time)."""
+    if op[0] == "create":
+        return op[10]
+    if op[0] in ("remove", "rename", "link"):
+        return op[-1]
+    if op[0] == "attr":
+        return op[2].get("ctime_ns", 0)
+    return 0
 
 
 def encode_xattrs(xattrs: dict[bytes, bytes | None]) -> dict[str, str | None]:

@@ -408,21 +408,20 @@ class Touch(Op):
 
 @dataclass(frozen=True)
 class Step:
-    """One operation and the user (a key of USERS) who runs it."""
+    """One operation, the user (a key of USERS) who runs it, and that user's umask."""
 
     user: str
     op: Op
+    umask: int = UMASK
 
     def __str__(self) -> str:
-        return f"{self.user}: {self.op}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"user": self.user, "op": self.op.to_json()}
+        umask = f" (umask {self.umask:03o})" if self.umask != UMASK else ""
+        return f"{self.user}{umask}: {self.op}"
 
 
-def _as_user(user: str, op: Op, root: str | os.PathLike) -> str:
-    """`op.apply(root)` in a child process with `user`'s credentials (caller is root)."""
-    uid, gid, groups = USERS[user]
+def _as_user(step: Step, root: str | os.PathLike) -> str:
+    """`step.op.apply(root)` in a child process with the user's credentials (caller is root)."""
+    uid, gid, groups = USERS[step.user]
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -431,8 +430,8 @@ def _as_user(user: str, op: Op, root: str | os.PathLike) -> str:
             os.setgroups(list(groups))
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)  # drops every capability unless uid is 0
-            os.umask(UMASK)
-            os.write(write_end, op.apply(root).encode())
+            os.umask(step.umask)
+            os.write(write_end, step.op.apply(root).encode())
         finally:
             os._exit(0)
     os.close(write_end)
@@ -444,7 +443,7 @@ def _as_user(user: str, op: Op, root: str | os.PathLike) -> str:
 
 def run_steps(steps: Iterable[Step], root: str | os.PathLike) -> list[str]:
     """Apply each step as its user, in order; one result per step. Must run as root."""
-    return [_as_user(step.user, step.op, root) for step in steps]
+    return [_as_user(step, root) for step in steps]
 
 
 def run_ops(ops: Iterable[Op], root: str | os.PathLike) -> list[str]:
