@@ -10,6 +10,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_BUSY = 4
+EXIT_LAUNCHER = 125  # docker's: the runtime, not the container's command, failed
 
 
 class LayerfsError(Exception):

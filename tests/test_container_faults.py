@@ -81,7 +81,7 @@ def make_box(lfs: Layerfs, name: str = "box") -> Box:
     write_oci_layout(source, list(layers()))
     lfs.give(source)
     lfs.run("import", f"oci:{source}", IMAGE, "-q")
-    container_id = lfs.run("create", IMAGE, "--name", name).stdout.strip()
+    container_id = lfs.run("create", "--name", name, IMAGE).stdout.strip()
     upper = lfs.root / "containers" / container_id / "upper"
     assert upper.is_dir(), f"no writable layer at {upper}"
     return Box(name, container_id, upper)

@@ -70,7 +70,7 @@ def image_layers() -> list[bytes]:
 def container(lfs: Layerfs) -> str:
     """`lfs` with IMAGE imported and a container `box` created from it."""
     lfs.import_layers(image_layers(), IMAGE)
-    lfs.run("create", IMAGE, "--name", "box")
+    lfs.run("create", "--name", "box", IMAGE)
     return "box"
 
 
@@ -465,7 +465,7 @@ def test_a_long_name_deleted_in_a_container_commits(lfs: Layerfs, length: int) -
     whiteout is longer than NAME_MAX (".wh." + name), and still imports and unpacks."""
     name = "n" * length
     lfs.import_layers([make_layer([file(name, b"long\n"), file("keep", b"k\n")])], "long:v1")
-    lfs.run("create", "long:v1", "--name", "lc")
+    lfs.run("create", "--name", "lc", "long:v1")
     with lfs.mounted("lc") as mp:
         lfs.sh(["rm", str(mp / name)])
     lfs.run("commit", "lc", "long:v2")

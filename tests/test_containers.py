@@ -44,7 +44,7 @@ def image_entries(lfs: Layerfs) -> list[dict]:
 
 
 def test_create_list_remove(seeded: Layerfs) -> None:
-    cid = seeded.run("create", IMAGE, "--name", "web").stdout.strip()
+    cid = seeded.run("create", "--name", "web", IMAGE).stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{64}", cid)
     other = seeded.run("create", IMAGE).stdout.strip()
     listed = containers(seeded)
@@ -65,11 +65,12 @@ def test_create_list_remove(seeded: Layerfs) -> None:
 
 
 def test_create_refuses_bad_names_and_unknown_images(seeded: Layerfs) -> None:
-    seeded.run("create", IMAGE, "--name", "db")
+    seeded.run("create", "--name", "db", IMAGE)
     before = seeded.store_snapshot()
-    assert_one_error(seeded.run("create", IMAGE, "--name", "db", check=False), 1)
-    assert_one_error(seeded.run("create", IMAGE, "--name", "bad name", check=False), 1)
-    assert_one_error(seeded.run("create", "nosuch:image", check=False), 3)
+    # create fails as docker's does: 125 for whatever is not the container's own
+    assert_one_error(seeded.run("create", "--name", "db", IMAGE, check=False), 125)
+    assert_one_error(seeded.run("create", "--name", "bad name", IMAGE, check=False), 125)
+    assert_one_error(seeded.run("create", "nosuch:image", check=False), 125)
     assert seeded.store_snapshot() == before
     assert len(containers(seeded)) == 1
 
@@ -84,7 +85,7 @@ def test_rm_unknown_or_ambiguous(seeded: Layerfs) -> None:
 
 
 def test_rmi_keeps_an_image_a_container_uses(seeded: Layerfs) -> None:
-    seeded.run("create", IMAGE, "--name", "app")
+    seeded.run("create", "--name", "app", IMAGE)
     image = image_entries(seeded)[0]
     before = seeded.store_snapshot()
     assert_one_error(seeded.run("rmi", IMAGE, check=False), 4)
@@ -133,7 +134,7 @@ def test_volume_outlives_containers(seeded: Layerfs) -> None:
     [volume] = json.loads(seeded.run("volume", "inspect", "keep").stdout)
     seeded.sh(["sh", "-c", f"echo precious > {volume['mountpoint']}/file"])
     for name in ("one", "two"):
-        seeded.run("create", IMAGE, "--name", name)
+        seeded.run("create", "--name", name, IMAGE)
     seeded.run("rm", "one", "two")
     assert Path(volume["mountpoint"], "file").read_text() == "precious\n"
     assert seeded.run("volume", "ls", "-q").stdout.split() == ["keep"]

@@ -146,7 +146,7 @@ def test_refused_calls_change_nothing(stack: Stack) -> None:
     """What the kernel refuses never reaches the daemon: no journal record, no copy-up,
     no data, for objects of the lower layer and of the container alike."""
     lfs = stack.lfs
-    lfs.run("create", IMAGE, "--name", "quiet")
+    lfs.run("create", "--name", "quiet", IMAGE)
     upper = lfs.root / "containers" / json.loads(lfs.run("ps", "-a", "--json").stdout)[0]["id"] / "upper"
     mountpoint = mount_container(lfs, "quiet", "--allow-other")
     try:

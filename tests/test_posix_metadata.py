@@ -71,7 +71,7 @@ def mounts(tmp_path: Path, lfs_root: Layerfs) -> Iterator[Callable[[], Iterator[
         subprocess.run(["mount", "-o", "remount,bind,noatime", str(plain)], check=True)
         mount_overlay_rw(lowers.dirs, upper, work, merged, RW_OPTIONS)
         subprocess.run(["mount", "-o", "remount,noatime", str(merged)], check=True)
-        lfs_root.run("create", IMAGE, "--name", name)
+        lfs_root.run("create", "--name", name, IMAGE)
         mountpoint = mount_container(lfs_root, name, "--allow-other")
         try:
             yield {"ext4": plain, "kernel": merged, "layerfs": mountpoint}
@@ -214,7 +214,7 @@ def test_times_survive_a_remount(lfs_root: Layerfs, case: str) -> None:
     """ctime and atime are journaled, and mtime is stamped on the data file too: a
     remount shows exactly the times the container left, and ctime never went back."""
     lfs_root.import_layers(layers(), IMAGE)
-    lfs_root.run("create", IMAGE, "--name", "c")
+    lfs_root.run("create", "--name", "c", IMAGE)
     names = ("d", "d/lower", "d/other", "d/made")
     mountpoint = mount_container(lfs_root, "c", "--allow-other")
     before = {name: times(mountpoint / name) for name in names if (mountpoint / name).exists()}

@@ -506,7 +506,7 @@ def test_names_that_read_as_digests_or_ids_are_refused(lfs: Layerfs, name: str) 
     taken for a digest or an image id. tag, import and commit refuse them alike."""
     src, _ = oci_source(lfs, "src", sample_layers("ambiguous"))
     import_image(lfs, f"oci:{src}", "app:v1")
-    lfs.run("create", "app:v1", "--name", "box")
+    lfs.run("create", "--name", "box", "app:v1")
     before = lfs.store_snapshot()
     for args in (["tag", "app:v1", name], ["import", f"oci:{src}", name], ["commit", "box", name]):
         assert_clean_error(lfs.run(*args, check=False), (1,))
@@ -673,7 +673,7 @@ def test_rmi_and_a_container(lfs: Layerfs) -> None:
     unnamed, for the container. -f of one name untags only that name."""
     info = one_image_two_names(lfs, "container")
     lfs.run("tag", "app:v1", "app:v3")
-    lfs.run("create", "app:v1", "--name", "c1")
+    lfs.run("create", "--name", "c1", "app:v1")
     blobs, layers = blob_files(lfs), layer_dirs(lfs)
 
     assert untagged_and_deleted(lfs.run("rmi", "app:v3")) == ["Untagged: app:v3"]
@@ -699,7 +699,7 @@ def test_rmi_and_a_container(lfs: Layerfs) -> None:
 def test_rmi_force_by_id_keeps_an_image_a_container_uses(lfs: Layerfs) -> None:
     """-f by id removes every name; a container's image then stays, unnamed, and rmi says so."""
     info = one_image_two_names(lfs, "force-id")
-    lfs.run("create", "app:v1", "--name", "keeper")
+    lfs.run("create", "--name", "keeper", "app:v1")
     assert_clean_error(lfs.run("rmi", info.config_digest, check=False), (1,))
     proc = lfs.run("rmi", "-f", info.config_digest)
     assert untagged_and_deleted(proc) == ["Untagged: app:v1", "Untagged: app:v2"]

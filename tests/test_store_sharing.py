@@ -93,7 +93,7 @@ def test_root_acts_as_the_owner_of_a_user_store(lfs_user: Layerfs) -> None:
     root.run("import", extra, "by-root:import", "-q")
     doomed, _ = small_image(lfs_user, "src", "doomed")
     root.run("import", doomed, "doomed:1", "-q")
-    root.run("create", "base:1", "--name", "c1")
+    root.run("create", "--name", "c1", "base:1")
     root.run("rmi", "by-root:tag", "doomed:1")
     assert foreign_owned(lfs_user.root, pw.pw_uid, pw.pw_gid) == []
 
@@ -124,7 +124,7 @@ def test_a_mount_root_makes_on_a_user_store_is_the_users(lfs_user: Layerfs) -> N
     """The daemon, its records and the mount itself are the owner's: the owner enters
     the mount, lists it and unmounts it; root cannot give it allow_other from there."""
     lfs_user.run("import", small_image(lfs_user, "src", "base")[0], "base:1", "-q")
-    lfs_user.run("create", "base:1", "--name", "c1")
+    lfs_user.run("create", "--name", "c1", "base:1")
     mountpoint = lfs_user.mkdir("mnt")
     root = as_root_on(lfs_user)
     root.run("mount", "c1", str(mountpoint))

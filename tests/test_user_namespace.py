@@ -61,7 +61,7 @@ def image_layers() -> list[bytes]:
 @pytest.fixture
 def container(lfs_user: Layerfs) -> Layerfs:
     lfs_user.import_layers(image_layers(), IMAGE)
-    lfs_user.run("create", IMAGE, "--name", "c1")
+    lfs_user.run("create", "--name", "c1", IMAGE)
     return lfs_user
 
 

@@ -13,7 +13,7 @@ from layerfs.cli.output import ago, human_size, print_json, quote_path, table
 from layerfs.cli.progress import progress_for_terminal
 from layerfs.container.records import Containers
 from layerfs.container.usage import image_use
-from layerfs.cli.container_commands import mount_container
+from layerfs.cli.container_commands import container_inspection, mount_container_here
 from layerfs.errors import LayerfsError, NotFound
 from layerfs.image.catalog import Catalog, Image, reference_name
 from layerfs.image.importer import import_image
@@ -70,7 +70,15 @@ def cmd_images(store: Store, args: argparse.Namespace) -> None:
 
 def cmd_inspect(store: Store, args: argparse.Namespace) -> None:
     catalog = Catalog(store)
-    image = catalog.resolve(args.ref)
+    try:
+        image = catalog.resolve(args.ref)
+    except NotFound:
+        try:
+            container = Containers(store).resolve(args.ref)
+        except NotFound:
+            raise NotFound(f"no image or container {args.ref!r} in the store at {store.root}") from None
+        print_json(container_inspection(store, container))
+        return
     layers = [{"digest": layer.digest, "diff_id": diff_id, "media_type": layer.media_type, "size": layer.size}
               for layer, diff_id in zip(image.manifest.layers, image.diff_ids)]
     if args.json:
@@ -85,6 +93,8 @@ def cmd_inspect(store: Store, args: argparse.Namespace) -> None:
         ("Platform", f"{image.config.get('os', '?')}/{image.config.get('architecture', '?')}"),
         ("Size", human_size(catalog.size(image))), ("Command", json.dumps(command)),
         ("WorkingDir", process.get("WorkingDir") or "/"), ("User", process.get("User") or "root"),
+        ("Ports", " ".join(sorted(process.get("ExposedPorts") or {})) or "<none>"),
+        ("Volumes", " ".join(sorted(process.get("Volumes") or {})) or "<none>"),
     ]
     for key, value in fields:
         print(f"{key + ':':<12}{value}")
@@ -143,7 +153,7 @@ def cmd_mount(store: Store, args: argparse.Namespace) -> None:
     except NotFound:
         container = None
     if container is not None:
-        mount_container(store, container, mountpoint, args.foreground, kind)
+        mount_container_here(store, container, mountpoint, args.foreground, kind)
         return
     image = Catalog(store).resolve(args.ref)
     make = image_operations(merged_tree(store, image.diff_ids), kind)

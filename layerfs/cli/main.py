@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from layerfs.cli.output import GuardedStdout
-from layerfs.errors import EXIT_BUSY, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_USAGE, LayerfsError
+from layerfs.errors import EXIT_BUSY, EXIT_ERROR, EXIT_LAUNCHER, EXIT_NOT_FOUND, EXIT_USAGE, Busy, LayerfsError
 
 if TYPE_CHECKING:
     from layerfs.store.layout import Store
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 EPILOG = f"""\
 exit codes: 0 success; {EXIT_ERROR} error (bad input, failure); {EXIT_USAGE} usage error;
 {EXIT_NOT_FOUND} unknown reference or missing file; {EXIT_BUSY} busy or in use.
+run, create, start and exec exit with the container's status, or {EXIT_LAUNCHER} when layerfs
+itself failed (usage errors too), as docker's do.
 
 The store is an OCI image layout, so skopeo and umoci can read it:
   skopeo inspect oci:$LAYERFS_ROOT:NAME:TAG
@@ -35,8 +37,10 @@ SOURCE is TRANSPORT:DETAILS, as skopeo writes it:
 class _Parser(argparse.ArgumentParser):
     """Usage errors are one line too, like every other error, pointing at --help."""
 
+    usage_code = EXIT_USAGE
+
     def error(self, message: str) -> "NoReturn":  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"layerfs: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(self.usage_code, f"layerfs: error: {message} (see `{self.prog} --help`)\n")
 
     def exit(self, status: int = 0, message: str | None = None) -> "NoReturn":  # type: ignore[override]
         sys.stdout.flush()  # --help into a closed pipe fails as one line, not at interpreter exit
@@ -53,6 +57,7 @@ def _store_root(text: str) -> Path:
 def _parser() -> argparse.ArgumentParser:
     from layerfs.cli import commands as c
     from layerfs.cli import namespace_commands as nc
+    from layerfs.cli import run_commands as rc
     from layerfs.cli import container_commands as cc
 
     parser = _Parser(
@@ -65,10 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, func, help: str, description: str | None = None,  # noqa: A002, ANN001
-                under: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
+                under: argparse._SubParsersAction = sub, launches: bool = False) -> argparse.ArgumentParser:
+        """`launches`: a command that runs a container fails as docker's do, with 125
+        for every error of its own (usage included) but busy (4)."""
         p = under.add_parser(name, help=help, description=description or help,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(func=func, uses_store=True)
+        p.set_defaults(func=func, uses_store=True, launches=launches, parser=p)
+        if launches:
+            p.usage_code = EXIT_LAUNCHER
         return p
 
     p = command("import", c.cmd_import, "import an image into the store",
@@ -147,25 +156,84 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print a JSON list (mountpoint, image, id, pid, kind, namespace, here)")
 
-    p = command("create", cc.cmd_create, "create a container (a writable layer) from an image",
-                "Create a container from an image and print its id. The container records the\n"
-                "exact image it was made from; `layerfs rmi` will not remove that image under it.")
-    p.add_argument("image", metavar="IMAGE", help="the image, by name, digest or id")
-    p.add_argument("--name", help="a name for the container (default: IMAGE-<6 hex of its id>)")
+    p = command("run", rc.cmd_run, "run a command in a new container",
+                "Create a container from IMAGE and run COMMAND in it (default: the image's\n"
+                "Entrypoint and Cmd), rootless: in a user namespace of yours (your subordinate\n"
+                "ids mapped, see `layerfs unshare`), with pid, mount, uts and ipc namespaces of\n"
+                "its own, on a runtime mount of its writable layer. Exits with COMMAND's status:\n"
+                "125 when layerfs could not run it, 126 when it cannot be executed, 127 when it\n"
+                "is not found, 128+N when signal N ended it.", launches=True)
+    p.add_argument("--rm", action="store_true", help="remove the container (and its anonymous volumes) when it exits")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="run in the background and print the container's name; see `layerfs logs`")
+    rc.add_run_options(p)
+
+    p = command("create", rc.cmd_create, "create a container (a writable layer) from an image",
+                "Create a container from an image, with what `run` would run in it, and print its\n"
+                "id; `layerfs start` runs it. The container records the exact image it was made\n"
+                "from; `layerfs rmi` will not remove that image under it.", launches=True)
+    rc.add_run_options(p)
+
+    p = command("start", rc.cmd_start, "start containers (in the background unless -a)", launches=True)
+    p.add_argument("-a", "--attach", action="store_true",
+                   help="run in the foreground, with the terminal, and exit with its status")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+", help="a name, id or unique id prefix")
+
+    for name, func, what in (("stop", rc.cmd_stop, "stop running containers: StopSignal, then SIGKILL"),
+                             ("restart", rc.cmd_restart, "stop, then start, containers")):
+        p = command(name, func, what)
+        p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",
+                       help="how long to wait before SIGKILL (default 10)")
+        p.add_argument("containers", metavar="CONTAINER", nargs="+", help="a name, id or unique id prefix")
+
+    p = command("kill", rc.cmd_kill, "send a signal to running containers")
+    p.add_argument("-s", "--signal", default="SIGKILL", help="the signal, by name or number (default SIGKILL)")
+    p.add_argument("containers", metavar="CONTAINER", nargs="+", help="a name, id or unique id prefix")
+
+    for name, func, what in (
+            ("pause", rc.cmd_pause, "freeze every process of running containers (SIGSTOP: there "
+                                    "is no cgroup freezer here)"),
+            ("unpause", rc.cmd_unpause, "continue paused containers"),
+            ("wait", rc.cmd_wait, "wait for containers to stop, and print their exit codes")):
+        p = command(name, func, what)
+        p.add_argument("containers", metavar="CONTAINER", nargs="+", help="a name, id or unique id prefix")
+
+    p = command("exec", rc.cmd_exec, "run a command in a running container",
+                "Run COMMAND in a running container's namespaces (it sees the container's mounts\n"
+                "and processes), with the container's environment. Exits with its status.", launches=True)
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open to the command")
+    p.add_argument("-t", "--tty", action="store_true", help="give the command a terminal (a pty)")
+    p.add_argument("-u", "--user", metavar="USER[:GROUP]", help="run as this user (default: the container's)")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="the working directory (default: the container's)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a variable; repeatable")
+    p.add_argument("container", metavar="CONTAINER", help="a name, id or unique id prefix")
+    p.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER, help="the command and its arguments")
+
+    p = command("logs", rc.cmd_logs, "print the output of a detached container",
+                "Print what a detached container wrote, stdout to stdout and stderr to stderr,\n"
+                "kept across stop and start until the container is removed.")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container stops")
+    p.add_argument("-t", "--timestamps", action="store_true", help="put each line's time before it")
+    p.add_argument("container", metavar="CONTAINER", help="a name, id or unique id prefix")
 
     p = command("ps", cc.cmd_ps, "list containers")
-    p.add_argument("-a", "--all", action="store_true", help="list every container, not only mounted ones")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="list every container, not only running, paused and mounted ones")
     p.add_argument("--json", action="store_true",
-                   help="print a JSON list (id, name, image, image_digest, image_ref, created, status, size)")
+                   help="print a JSON list (id, name, image, image_digest, image_ref, created, status: created, "
+                        "running, paused, exited or mounted; exit_code, pid, started_at, finished_at, command, size)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the short container ids")
 
     p = command("rm", cc.cmd_rm, "remove containers and their writable layers",
-                "Remove containers and their writable layers. Volumes are never removed with them. "
-                "A mounted container is refused (exit 4) unless -f is given.")
+                "Remove containers and their writable layers. Named volumes are never removed with "
+                "them. A running or mounted container is refused (exit 4) unless -f is given.")
     p.add_argument("containers", metavar="CONTAINER", nargs="+", help="a name, id or unique id prefix")
     p.add_argument("-f", "--force", action="store_true",
-                   help="unmount a mounted container first, even when busy (processes still using "
-                        "the mount then get ENOTCONN)")
+                   help="kill a running container first (SIGKILL), or unmount a mounted one, even when "
+                        "busy (processes still using the mount then get ENOTCONN)")
+    p.add_argument("-v", "--volumes", action="store_true",
+                   help="also remove the container's anonymous volumes (those its image declares)")
 
     p = command("diff", cc.cmd_diff, "list what a container added (A), changed (C) and deleted (D)")
     p.add_argument("container", metavar="CONTAINER", help="a name, id or unique id prefix")
@@ -214,13 +282,17 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     sys.stdout = GuardedStdout(sys.stdout)
+    args = argparse.Namespace()
     try:
-        args = _parser().parse_args(argv)
+        args, extra = _parser().parse_known_args(argv)
+        if extra:  # the command's own usage error (and exit code), not the top parser's
+            args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
         store = _open_store(args.root) if args.uses_store else None
         code = args.func(store, args)  # a status of its own, or None: 0
         sys.stdout.flush()  # a reader gone early fails here, as one line, not at exit
     except LayerfsError as e:
-        return _fail(e.message, e.exit_code)
+        launches = getattr(args, "launches", False) and not isinstance(e, Busy)
+        return _fail(e.message, EXIT_LAUNCHER if launches else e.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except OSError as e:

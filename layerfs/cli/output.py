@@ -49,15 +49,22 @@ class GuardedStdout:
         rest without a word; writing the rest gets the EPIPE."""
         if self._stream is None:
             raise self._error
-        data = memoryview(text.encode(self._stream.encoding, self._stream.errors))
+        self.write_bytes(text.encode(self._stream.encoding, self._stream.errors),
+                         flush=self._stream.line_buffering and "\n" in text)
+        return len(text)
+
+    def write_bytes(self, raw: bytes, flush: bool = False) -> None:
+        """Bytes as they are (a container's output), failing as `write` does."""
+        if self._stream is None:
+            raise self._error
+        data = memoryview(raw)
         try:
             while data:
                 data = data[self._stream.buffer.write(data):]
-            if self._stream.line_buffering and "\n" in text:
+            if flush:
                 self._stream.buffer.flush()
         except OSError as e:
             raise self._failed(e) from None
-        return len(text)
 
     def flush(self) -> None:
         """Flush now, inside main's error handling; once writing failed nothing is left
@@ -83,21 +90,43 @@ def human_size(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def ago(timestamp: str) -> str:
-    """"3 days ago" from an RFC 3339 time, as docker prints it; the raw text if unparsable."""
+def _seconds_since(timestamp: str) -> float | None:
     try:
         when = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
-        return timestamp or "unknown"
+        return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
-    seconds = (datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()
+    return (datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()
+
+
+def _span(seconds: float) -> str | None:
     for unit, length in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
                          ("hour", 3600), ("minute", 60)):
         if seconds >= length:
             count = int(seconds // length)
-            return f"{count} {unit}{'s' if count > 1 else ''} ago"
-    return "less than a minute ago"
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    return None
+
+
+def ago(timestamp: str) -> str:
+    """"3 days ago" from an RFC 3339 time, as docker prints it; the raw text if unparsable."""
+    seconds = _seconds_since(timestamp)
+    if seconds is None:
+        return timestamp or "unknown"
+    span = _span(seconds)
+    return f"{span} ago" if span else "less than a minute ago"
+
+
+def duration(timestamp: str) -> str:
+    """How long since an RFC 3339 time, for "Up 5 seconds" (docker ps)."""
+    seconds = _seconds_since(timestamp)
+    if seconds is None:
+        return "unknown"
+    if seconds < 1:
+        return "less than a second"
+    count = int(seconds)
+    return _span(seconds) or f"{count} second{'s' if count > 1 else ''}"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:

@@ -52,6 +52,20 @@ def _differs(old: Node, new: Node) -> bool:
         != (new.mtime_ns, new.atime_ns, new.size, new.rdev, new.target)
 
 
+def container_changes(store: Store, container: Container) -> tuple[MergedTree, Iterator[Change]]:
+    """(the container's tree, what it changed), as diff shows and commit writes it:
+    everything but the mount points the launcher made in its layer (/proc, /etc/hosts,
+    ...) while they are still empty, as docker keeps those out of sight in an init layer."""
+    base, current = container_trees(store, container)
+    made = Containers(store).mount_points(container)
+    return current, (change for change in compare(base, current)
+                     if not (change.path in made and change.kind == ADDED and _empty(change.node)))
+
+
+def _empty(node: Node | None) -> bool:
+    return node is not None and (node.children == {} if node.kind == DIRECTORY else node.size == 0)
+
+
 def compare(base: MergedTree, current: MergedTree) -> Iterator[Change]:
     """Every change, parents before their children (the order a layer tar needs).
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import tarfile
 from pathlib import Path
+from collections.abc import Iterable
 from typing import BinaryIO
 
-from layerfs.container.changes import DELETED, Change, compare, container_trees
+from layerfs.container.changes import DELETED, Change, container_changes
 from layerfs.container.records import Container
 from layerfs.errors import BadInput
 from layerfs.image.catalog import Catalog, Image
@@ -139,11 +140,11 @@ class _LayerWriter:
             self.tar.addfile(info)
 
 
-def write_layer(base: MergedTree, current: MergedTree, out: BinaryIO) -> None:
-    """Write the container's changes as an OCI layer tar."""
+def write_layer(current: MergedTree, changes: Iterable[Change], out: BinaryIO) -> None:
+    """Write the container's changes (to `current`, its tree) as an OCI layer tar."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         writer = _LayerWriter(tar, current)
-        for change in compare(base, current):
+        for change in changes:
             writer.add(change)
 
 
@@ -151,12 +152,12 @@ def commit(store: Store, container: Container, name: str, message: str,
            progress: Progress) -> tuple[Image, str | None]:
     """Make a new image: the container's image plus its changes as one layer."""
     image = Catalog(store).resolve(container.image_digest)
-    base, current = container_trees(store, container)
+    current, changes = container_changes(store, container)
 
     def open_new_layer(scratch: Path) -> BinaryIO:
         tarball = scratch / "commit.tar"
         with open(tarball, "wb") as out:
-            write_layer(base, current, out)
+            write_layer(current, changes, out)
         return open(tarball, "rb")
 
     layers = [SourceLayer(lambda scratch, d=layer.digest: store.open_blob(d), layer.digest, layer.size, known)

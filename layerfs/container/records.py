@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from layerfs.container.naming import check_name, new_id
 from layerfs.errors import BadInput, NotFound
@@ -20,6 +21,7 @@ from layerfs.timestamps import now_rfc3339
 from layerfs.union.upper import RESERVE
 
 RECORD = "container.json"
+MOUNT_POINTS = "mountpoints.json"
 UPPER = "upper"
 
 
@@ -31,12 +33,13 @@ class Container:
     image_digest: str   # the manifest digest, which pins the exact layers
     image_ref: str      # what the user typed, for display
     created: str
+    run: dict[str, Any] | None = None  # how to start it (the launcher's RunOptions, as JSON)
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -79,7 +82,8 @@ class Containers:
             raise NotFound(f"no container {text!r} (see `layerfs ps -a`)")
         return matches[0]
 
-    def create(self, image_id: str, image_digest: str, image_ref: str, name: str | None) -> Container:
+    def create(self, image_id: str, image_digest: str, image_ref: str, name: str | None,
+               run: dict[str, Any] | None = None) -> Container:
         """Record a new container (callers hold store.locked())."""
         container_id = new_id()
         if name is None:
@@ -89,13 +93,35 @@ class Containers:
         if any(c.name == name for c in self.all()):
             raise BadInput(f"the name {name!r} is already used by another container")
         created = now_rfc3339(precise=True)  # `ps` orders containers made within one second
-        container = Container(container_id, name, image_id, image_digest, image_ref, created)
+        container = Container(container_id, name, image_id, image_digest, image_ref, created, run)
         building = Path(self.store.tmp) / f"container-{container_id}"
         (building / UPPER).mkdir(parents=True)
         write_atomic(building / RECORD, json.dumps(container.to_json(), indent=2).encode())
         self.root.mkdir(exist_ok=True)
         os.rename(building, self.path(container))
         return container
+
+    def set_run(self, container: Container, run: dict[str, Any]) -> None:
+        """Keep what a start learnt (the anonymous volumes it made) for the next one."""
+        container.run = run
+        write_atomic(self.path(container) / RECORD, json.dumps(container.to_json(), indent=2).encode())
+
+    def mount_points(self, container: Container) -> set[bytes]:
+        """The paths the launcher made in the layer only to mount on (see launcher/rootfs.py):
+        diff and commit leave them out while they are still empty."""
+        try:
+            return {os.fsencode(p) for p in json.loads((self.path(container) / MOUNT_POINTS).read_text())}
+        except (OSError, ValueError):
+            return set()
+
+    def add_mount_points(self, container: Container, paths: list[str]) -> None:
+        if paths:
+            known = {os.fsdecode(p) for p in self.mount_points(container)}
+            write_atomic(self.path(container) / MOUNT_POINTS,
+                         json.dumps(sorted(known | {"/" + p.lstrip("/") for p in paths})).encode())
+
+    def exists(self, container: Container) -> bool:
+        return self.path(container).is_dir()
 
     def remove(self, container: Container) -> None:
         """Delete a container and its writable layer (callers hold store.locked())."""

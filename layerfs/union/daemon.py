@@ -128,12 +128,14 @@ def _serve(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path
 
 
 def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path,
-          label: str, record_id: str, foreground: bool, kind: MountKind, writable: bool = False) -> int:
+          label: str, record_id: str, foreground: bool, kind: MountKind, writable: bool = False,
+          with_parent: bool = False) -> int:
     """Mount what `make_operations` serves at `mountpoint`; return the serving pid once live.
 
     `make_operations` runs in the serving process (so a container's writable layer
     is opened by its only writer); `label` and `record_id` (image or container id)
-    go into the mount record."""
+    go into the mount record. `with_parent`: the daemon unmounts and ends when this
+    process ends, even by SIGKILL (a container's launcher)."""
     check_fuse()
     fsname = "layerfs:" + label
     options = kind.fuse_options() | (set() if writable else {"ro"})
@@ -152,10 +154,15 @@ def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mou
             drop_record(store, str(mountpoint))
 
     read_end, write_end = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the daemon
         os.close(read_end)
         os.setsid()
+        if with_parent:
+            prctl.set_pdeathsig(signal.SIGTERM)
+            if os.getppid() != parent:  # it died before the line above
+                os._exit(1)
         prctl.set_name(DAEMON_NAME)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):

@@ -51,7 +51,7 @@ def mount_namespace(pid: int | str = "self") -> str:
         return ""
 
 
-def _started(pid: int) -> str:
+def process_start(pid: int) -> str:
     """When a process started (clock ticks since boot): a pid reused later differs."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -72,7 +72,7 @@ class MountRecord:
 
     @classmethod
     def of_daemon(cls, mountpoint: str, image: str, record_id: str, pid: int, kind: str) -> "MountRecord":
-        return cls(mountpoint, image, record_id, pid, kind, mount_namespace(pid), _started(pid))
+        return cls(mountpoint, image, record_id, pid, kind, mount_namespace(pid), process_start(pid))
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -122,7 +122,7 @@ def mounted_images(store: Store) -> dict[str, str]:
 
 
 def _is_live(record: MountRecord, table: dict[str, str]) -> bool:
-    if not daemon_alive(record.pid) or (record.started and record.started != _started(record.pid)):
+    if not daemon_alive(record.pid) or (record.started and record.started != process_start(record.pid)):
         return False
     if record.here:
         return table.get(record.mountpoint) == FSTYPE

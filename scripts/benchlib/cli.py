@@ -17,6 +17,7 @@ from .imagebuild import BenchImage, CachePaths, ensure_images
 from .report import RUNTIME_NOISE_LIMIT, RUNTIME_NOTE, any_failed, render_json, render_table
 from .util import DEFAULT_CACHE, BenchError, exclusive, format_duration, log
 from .model import Env, Results
+from .launch import LAUNCH_GROUPS, LaunchResults, render_launch, run_launch
 from .workloads import GROUPS, TAR_SUBTREE, run_benchmark
 from .writeloads import (
     COMMIT_FILE_MIB,
@@ -30,6 +31,7 @@ from .writeloads import (
 )
 
 FS_NAMES = FS_KEYS
+ALL_GROUPS = GROUPS + LAUNCH_GROUPS
 
 DESCRIPTION = f"""\
 Time read-only and write workloads on kernel overlayfs, fuse-overlayfs and
@@ -63,6 +65,12 @@ workloads (for --only):
   smallfiles create+write {SMALL_FILES // 1000}k files of 1 KiB in a new dir, then delete them
   commit     write {COMMIT_FILES} x {COMMIT_FILE_MIB} MiB, unmount, time `layerfs commit`;
              for the peers: `tar -C UPPER -cf - . | tee layer.tar | sha256sum`
+  containers, rootless as the user layerfs-bench (made, with subordinate ids), on
+  the image's minbase + python3 layers, beside podman (runc, fuse-overlayfs) and
+  bubblewrap on the image unpacked (podman, bubblewrap, runc are apt-installed):
+  start      `run --rm IMAGE true`, median of 20; 20 starts back to back; where a
+             layerfs start goes (python, imports, user namespace, mount, the rest)
+  exec       `exec CONTAINER true` into a running container, median of 20
 
 filesystems (for --fs; all by default, a missing one is skipped with a note):
   kernel           kernel overlayfs (mount -t overlay): the speed ceiling
@@ -93,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=3, metavar="N",
                         help="repetitions per figure; the median is reported (default 3)")
     parser.add_argument("--only", action="append", metavar="WORKLOAD",
-                        help="run only these workloads (repeat or comma-separate): " + ", ".join(GROUPS))
+                        help="run only these workloads (repeat or comma-separate): " + ", ".join(ALL_GROUPS))
     parser.add_argument("--fs", action="append", metavar="NAME",
                         help="run only these filesystems (repeat or comma-separate): " + ", ".join(FS_NAMES))
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead of the table")
@@ -107,7 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
-    args.only = _split_choices(parser, "--only", args.only, GROUPS)
+    args.only = _split_choices(parser, "--only", args.only, ALL_GROUPS)
     args.fs = _split_choices(parser, "--fs", args.fs, FS_NAMES)
     return args
 
@@ -198,6 +206,7 @@ class Outcome:
     results: Results
     load: tuple[float, float]
     notes: list[str]
+    launch: LaunchResults | None = None
 
 
 def _prepare(filesystems: list[Filesystem], groups: list[str], images: tuple[BenchImage, BenchImage],
@@ -233,8 +242,10 @@ def _run(args: argparse.Namespace, paths: CachePaths) -> Outcome | None:
     if args.build_only:
         print(f"images ready under {paths.root}; {notes[0]}")
         return None
-    filesystems = select_filesystems(args, paths, notes)
-    groups = args.only or GROUPS
+    chosen = args.only or ALL_GROUPS
+    groups = [g for g in chosen if g in GROUPS]
+    launching = [g for g in chosen if g in LAUNCH_GROUPS]
+    filesystems = select_filesystems(args, paths, notes) if groups else []
     ensure_write_inputs(paths, groups)
     images = paths.images()
     results = Results()
@@ -244,7 +255,8 @@ def _run(args: argparse.Namespace, paths: CachePaths) -> Outcome | None:
         run_benchmark(runnable, groups, args.reps, Env(*images, paths, results))
     finally:
         _remove_scratch(paths)
-    return Outcome(filesystems, groups, results, (load_start, os.getloadavg()[0]), notes)
+    launch = run_launch(paths, args.layerfs, launching) if launching else None
+    return Outcome(filesystems, groups, results, (load_start, os.getloadavg()[0]), notes, launch)
 
 
 def _remove_scratch(paths: CachePaths) -> None:
@@ -276,9 +288,14 @@ def _print_report(args: argparse.Namespace, paths: CachePaths, outcome: Outcome)
     if args.json:
         meta = {"reps": args.reps, "workloads": outcome.groups, "notes": notes, "kernel": platform.release(),
                 "cpus": os.cpu_count(), "loadavg_start": load[0], "loadavg_end": load[1]}
+        if outcome.launch is not None:
+            meta["containers"] = {"seconds": outcome.launch.figures, "errors": outcome.launch.errors}
         print(render_json(results, ran, meta))
-    else:
+        return
+    if outcome.groups:
         print(render_table(results, ran, _header(args, results, load), notes))
+    if outcome.launch is not None:
+        print(("\n" if outcome.groups else "") + render_launch(outcome.launch))
 
 
 def main(argv: list[str] | None = None) -> int:

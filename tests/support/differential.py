@@ -282,7 +282,7 @@ def check_example(stack: Stack, ops: Sequence[Op | Step], runner: Runner | None 
     lfs, lowers = stack.lfs, stack.lowers
     name = lowers.example_name()
     listing = "\n".join(f"  {op}" for op in ops)
-    lfs.run("create", IMAGE, "--name", name)
+    lfs.run("create", "--name", name, IMAGE)
 
     started = time.time()
     kernel_results, kernel_tree = lowers.run_kernel(ops, name, runner or run_ops)
