@@ -78,7 +78,8 @@ def raw_terminal(fd: int) -> Iterator[None]:
     try:
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error, OSError):  # a terminal hung up meanwhile
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 @contextlib.contextmanager
@@ -99,6 +100,10 @@ def write_all(fd: int) -> Sink:
         while view:
             view = view[os.write(fd, view):]
     return sink
+
+
+def _discard(_data: bytes) -> None:
+    pass
 
 
 def pump(sources: dict[int, Sink], stdin: tuple[int, int] | None = None) -> None:
@@ -122,7 +127,10 @@ def pump(sources: dict[int, Sink], stdin: tuple[int, int] | None = None) -> None
                 data = b""
             if fd in sources:
                 if data:
-                    sources[fd](data)
+                    try:
+                        sources[fd](data)
+                    except OSError:  # a reader gone (closed stdout): drained from now on, not copied
+                        sources[fd] = _discard
                 else:
                     selector.unregister(fd)
                     open_sources.discard(fd)

@@ -22,7 +22,7 @@ from launcher import syscalls
 from launcher.console import attach_console
 from launcher.init import Command, exec_command, exit_status
 from launcher.options import RunOptions
-from launcher.state import PAUSED, RUNNING, STATE, State, read_state, write_state
+from launcher.state import CREATED, EXITED, PAUSED, RUNNING, STATE, State, read_state, state_locked, write_state
 from launcher.users import resolve_user
 from layerfs.errors import Busy, LayerfsError
 
@@ -49,11 +49,12 @@ def wait_finished(directory: Path, timeout: float | None = None) -> State:
     down, removed if --rm) and return the final state; a monitor killed with SIGKILL
     finishes nothing, and its container counts as ended."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while _raw_state(directory).monitor_alive:
+    while (raw := _raw_state(directory)).monitor_alive:
         if deadline is not None and time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    return read_state(directory)
+    final = read_state(directory)
+    return raw if final.status == CREATED and raw.status == EXITED else final  # removed (--rm) meanwhile
 
 
 def _raw_state(directory: Path) -> State:
@@ -61,6 +62,11 @@ def _raw_state(directory: Path) -> State:
         return State(**json.loads((directory / STATE).read_text()))
     except (OSError, ValueError, TypeError):
         return State()
+
+
+def monitor_running(directory: Path) -> bool:
+    """Whether the container's monitor still runs (it may be writing the log's end)."""
+    return _raw_state(directory).monitor_alive
 
 
 def kill(directory: Path) -> None:
@@ -89,19 +95,21 @@ def stop(directory: Path, name: str, options: RunOptions, timeout: float) -> Non
 
 
 def pause(directory: Path, name: str) -> None:
-    state = running_state(directory, name)
-    if state.status == PAUSED:
-        raise Busy(f"container {name} is already paused")
-    _signal_all(state.pid, signal.SIGSTOP)
-    write_state(directory, replace(state, status=PAUSED))
+    with state_locked(directory):
+        state = running_state(directory, name)
+        if state.status == PAUSED:
+            raise Busy(f"container {name} is already paused")
+        _signal_all(state.pid, signal.SIGSTOP)
+        write_state(directory, replace(state, status=PAUSED))
 
 
 def resume(directory: Path, name: str) -> None:
-    state = running_state(directory, name)
-    if state.status != PAUSED:
-        raise LayerfsError(f"container {name} is not paused")
-    _signal_all(state.pid, signal.SIGCONT)
-    write_state(directory, replace(state, status=RUNNING))
+    with state_locked(directory):
+        state = running_state(directory, name)
+        if state.status != PAUSED:
+            raise LayerfsError(f"container {name} is not paused")
+        _signal_all(state.pid, signal.SIGCONT)
+        write_state(directory, replace(state, status=RUNNING))
 
 
 def _signal_all(pid1: int, signum: int) -> None:
@@ -126,8 +134,11 @@ def exec_in(directory: Path, name: str, options: RunOptions, argv: list[str], us
     state = running_state(directory, name)
     if state.status == PAUSED:
         raise Busy(f"container {name} is paused: unpause it first")
-    namespaces = [(os.open(f"/proc/{state.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag)
-                  for ns, flag in _NAMESPACES if _differs(state.pid, ns)]
+    try:
+        namespaces = [(os.open(f"/proc/{state.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag)
+                      for ns, flag in _NAMESPACES if _differs(state.pid, ns)]
+    except FileNotFoundError:  # it ended just now
+        raise LayerfsError(f"container {name} is not running") from None
     child = os.fork()
     if child == 0:
         _enter_and_exec(namespaces, options, argv, user, workdir, env, fds, console)
@@ -150,9 +161,11 @@ def _enter_and_exec(namespaces: list[tuple[int, int]], options: RunOptions, argv
             attach_console(*console)
         process = options.process
         found = resolve_user(user if user is not None else process.user, _read("/etc/passwd"), _read("/etc/group"))
-        command = Command(tuple(argv), tuple(_merged_env(process.env, env, found.home)),
-                          workdir or process.cwd, found.uid, found.gid, found.groups,
-                          tty=console is not None, no_new_privs=options.no_new_privs)
+        tty = console is not None
+        command = Command(tuple(argv), tuple(_merged_env(process.env, env, found.home, tty)),
+                          workdir or process.cwd, found.uid, found.gid, found.groups, tty=tty,
+                          no_new_privs=options.no_new_privs,
+                          mknod=any(flag == syscalls.CLONE_NEWUSER for _fd, flag in namespaces))
         grandchild = os.fork()  # only children enter the pid namespace
         if grandchild == 0:
             exec_command(command)
@@ -167,10 +180,12 @@ def _enter_and_exec(namespaces: list[tuple[int, int]], options: RunOptions, argv
     os._exit(125)
 
 
-def _merged_env(container: list[str], given: list[str], home: str) -> list[str]:
+def _merged_env(container: list[str], given: list[str], home: str, tty: bool) -> list[str]:
     merged = {e.split("=", 1)[0]: e for e in container}
     merged.update({e.split("=", 1)[0]: e for e in given})
     merged.setdefault("HOME", f"HOME={home}")
+    if tty:
+        merged.setdefault("TERM", "TERM=xterm")
     return list(merged.values())
 
 

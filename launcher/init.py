@@ -6,8 +6,8 @@ command, which a pid 1 without handlers would otherwise never see (the kernel
 drops them); every orphan that ends up here is reaped; when the command ends,
 pid 1 exits with its status (128+N for a signal), and the kernel ends the rest.
 
-The command's process is set up last, in this order: a session of its own (and
-the terminal as its controlling tty), the capability bounding set trimmed to
+The command's process is set up last, in this order: with a terminal, a session
+of its own and the terminal as its controlling tty; the capability bounding set trimmed to
 docker's defaults, the working directory, groups, gid, uid, no_new_privs if
 asked, then execve. A failure there is one line on stderr and docker's exit codes:
 127 not found, 126 cannot run (125, the launcher's own failure, is the caller's).
@@ -50,6 +50,13 @@ class Command:
     groups: tuple[int, ...]
     tty: bool = False
     no_new_privs: bool = False
+    # CAP_MKNOD only in a user namespace, where devices it makes cannot be opened: as
+    # real root without a device cgroup it would reach the host's disks.
+    mknod: bool = True
+
+    @property
+    def capabilities(self) -> frozenset[int]:
+        return DEFAULT_CAPABILITIES if self.mknod else DEFAULT_CAPABILITIES - {prctl.CAP_MKNOD}
 
 
 def _say(message: str) -> None:
@@ -72,10 +79,10 @@ def _resolve(command: Command) -> str:
 
 def _become(command: Command) -> None:
     """In the command's own process: everything between fork and execve."""
-    os.setsid()
-    if command.tty:
+    if command.tty:  # its own session, the terminal its controlling one
+        os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    prctl.capbset.drop(*(cap for cap in prctl.ALL_CAPS if cap not in DEFAULT_CAPABILITIES))
+    prctl.capbset.drop(*(cap for cap in prctl.ALL_CAPS if cap not in command.capabilities))
     # The working directory first, as root, then once more as the user if that failed
     # (runc's order): `-u nobody` in an image whose WorkingDir is root's 0700 /root starts.
     try:
@@ -106,40 +113,49 @@ def _may_set_groups() -> bool:
         return True
 
 
-def exec_command(command: Command) -> NoReturn:
-    """Become the command (in a process of its own): `run`'s and `exec`'s last step."""
+def exec_command(command: Command, ready: int | None = None) -> NoReturn:
+    """Become the command (in a process of its own): `run`'s and `exec`'s last step.
+    `ready` closes with the execve, or carries "CODE message" when it fails."""
+    def fail(code: int, message: str) -> NoReturn:
+        _say(message)
+        if ready is not None:
+            os.write(ready, f"{code} {message}".encode(errors="replace"))
+        os._exit(code)
+
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        for sig in FORWARDED:
+        for sig in (*FORWARDED, signal.SIGPIPE, signal.SIGXFSZ):  # python ignores the last two
             signal.signal(sig, signal.SIG_DFL)
+        if ready is not None:
+            os.set_inheritable(ready, False)
+            os.closerange(3, ready)
+        os.closerange(3 if ready is None else ready + 1, os.sysconf("SC_OPEN_MAX"))
         _become(command)
         program = _resolve(command)
         os.execve(program, list(command.argv), dict(e.split("=", 1) for e in command.env if "=" in e))
     except WorkdirError as e:
-        _say(str(e))
-        os._exit(EXIT_CANNOT_RUN)
+        fail(EXIT_CANNOT_RUN, str(e))
     except FileNotFoundError:
-        _say(f"{command.argv[0]}: executable file not found in $PATH or the container")
-        os._exit(EXIT_NOT_FOUND)
+        fail(EXIT_NOT_FOUND, f"{command.argv[0]}: executable file not found in $PATH or the container")
     except OSError as e:
-        _say(f"cannot run {command.argv[0]}: {e.strerror}")
-        os._exit(EXIT_CANNOT_RUN)
+        fail(EXIT_CANNOT_RUN, f"cannot run {command.argv[0]}: {e.strerror}")
     os._exit(EXIT_CANNOT_RUN)  # unreachable: execve either replaced us or raised
 
 
-def _start(command: Command) -> int:
+def _start(command: Command, ready: int) -> int:
     child = os.fork()
     if child == 0:
-        exec_command(command)
+        exec_command(command, ready)
+    os.close(ready)  # the command's alone
     return child
 
 
-def run(command: Command) -> NoReturn:
+def run(command: Command, ready: int) -> NoReturn:
     """Be pid 1 until the command ends, then exit with its status."""
     prctl.set_proctitle("layerfs-init")  # what `ps` inside shows, not the launcher's command line
     prctl.set_name("layerfs-init")
     signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
-    child = _start(command)
+    child = _start(command, ready)
     while True:
         sig = signal.sigwait({*FORWARDED, signal.SIGCHLD})
         if sig != signal.SIGCHLD:

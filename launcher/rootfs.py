@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher import syscalls
+from launcher.paths import resolve_in
 from launcher.syscalls import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -52,7 +53,7 @@ class RootfsPlan:
 
 
 def _inside(root: str, path: str) -> str:
-    return os.path.join(root, path.lstrip("/"))
+    return resolve_in(root, path)
 
 
 # statvfs flags -> mount flags, for remounting with what a mount already has
@@ -69,15 +70,50 @@ def remount_read_only(target: str) -> None:
     syscalls.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
 
 
+def _mounts_below(target: str) -> list[str]:
+    """`target` and every mount below it, from this namespace's mount table."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == target or point.startswith(target.rstrip("/") + "/"):
+                found.append(point)
+    return found
+
+
 def _bind(source: str, target: str, flags: int = 0, read_only: bool = False) -> None:
     syscalls.mount(source, target, None, MS_BIND | MS_REC | flags)
-    if read_only:  # the flags of a bind are its own: only a second call sets them
+    if read_only:  # the flags of a bind are its own, each submount's too: remount them all
+        for point in _mounts_below(target):
+            with contextlib.suppress(OSError):  # one that will not (nsfs, say) stays as it is
+                remount_read_only(point)
         remount_read_only(target)
+
+
+# What runc masks and makes read-only in a fresh /proc: real root inside could
+# otherwise reboot the host (sysrq-trigger), set its core_pattern, read its memory.
+_PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+_PROC_MASKED = ("acpi", "asound", "interrupts", "kcore", "keys", "latency_stats", "sched_debug", "scsi",
+                "timer_list", "timer_stats")
+
+
+def _mask_proc(proc: str) -> None:
+    for name in _PROC_READ_ONLY:
+        path = os.path.join(proc, name)
+        if os.path.exists(path):
+            _bind(path, path, read_only=True)
+    for name in _PROC_MASKED:
+        path = os.path.join(proc, name)
+        if os.path.isdir(path):
+            syscalls.mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
+        elif os.path.exists(path):
+            syscalls.mount("/dev/null", path, None, MS_BIND)
 
 
 def _mount_dev(root: str) -> None:
     dev = _inside(root, "/dev")
-    syscalls.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k")
+    # nodev: the devices are the bind mounts below; a node made with mknod opens nothing
+    syscalls.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=755,size=65536k")
     for name in DEVICES:
         target = os.path.join(dev, name)
         Path(target).touch()
@@ -104,8 +140,11 @@ def _mount_proc(root: str) -> str | None:
         syscalls.mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError as e:
         _bind("/proc", target, MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        return f"a fresh /proc was refused ({e.strerror}): the host's /proc is bound instead"
-    return None
+        note = f"a fresh /proc was refused ({e.strerror}): the host's /proc is bound instead"
+    else:
+        note = None
+    _mask_proc(target)
+    return note
 
 
 def _mount_sys(root: str, own_network: bool) -> None:

@@ -9,7 +9,11 @@ container, not a hung one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from layerfs.timestamps import now_rfc3339
 from layerfs.union.mounts import daemon_alive, process_start
 
 STATE = "state.json"
+STATE_LOCK = "state.lock"
 CREATED, RUNNING, PAUSED, EXITED = "created", "running", "paused", "exited"
 # The exit code of a container whose monitor died with it: killed, as by SIGKILL.
 LOST = 137
@@ -62,3 +67,15 @@ def read_state(directory: Path) -> State:
 
 def write_state(directory: Path, state: State) -> None:
     write_atomic(directory / STATE, json.dumps(asdict(state)).encode())
+
+
+@contextlib.contextmanager
+def state_locked(directory: Path) -> Iterator[None]:
+    """For a read-change-write of the state (pause against the container's end): the
+    one who writes last must have read what the other wrote."""
+    fd = os.open(directory / STATE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -179,8 +179,10 @@ def _uid(lfs: Layerfs) -> int:
 
 def test_capabilities_are_dockers_defaults(box: Layerfs) -> None:
     status = dict(line.split(":\t") for line in out(box, "cat", "/proc/self/status").splitlines() if ":\t" in line)
-    assert status["CapBnd"].strip() == DEFAULT_CAPS
-    assert status["CapEff"].strip() == DEFAULT_CAPS
+    # real root (no user namespace, no device cgroup) goes without CAP_MKNOD
+    expected = DEFAULT_CAPS if box.rootless else f"{int(DEFAULT_CAPS, 16) & ~(1 << 27):016x}"
+    assert status["CapBnd"].strip() == expected
+    assert status["CapEff"].strip() == expected
     assert status["NoNewPrivs"].strip() == "0"
     user = dict(line.split(":\t") for line in out(box, "cat", "/proc/self/status", options=("-u", "app"))
                 .splitlines() if ":\t" in line)
@@ -577,3 +579,90 @@ def test_changes_show_in_diff_and_commit(box: Layerfs) -> None:
     assert box.run("diff", "work").stdout.split() == ["D", "/bin/not-executable", "A", "/srv/data"]
     box.run("commit", "work", "work:1")
     assert out(box, "stat", "-c", "%U %F", "/srv/data", image="work:1") == "app directory\n"
+
+
+# ---------------------------------------------------------------------------------------
+# what the review found: the launcher's own edges
+# ---------------------------------------------------------------------------------------
+
+def test_detached_run_of_a_missing_command_fails_as_in_the_foreground(box: Layerfs) -> None:
+    proc = box.run("run", "-d", "--name", "nothing", BOX, "no-such-command", check=False)
+    assert proc.returncode == 127 and "no-such-command: executable file not found" in proc.stderr
+    assert state_of(box, "nothing")["exit_code"] == 127
+    assert box.run("start", "nothing", check=False).returncode == 127
+
+
+def test_start_of_a_running_container_is_a_no_op(box: Layerfs) -> None:
+    box.run("run", "-d", "--name", "up", BOX, "sleep", "100")
+    assert box.run("start", "up").stdout == "up\n"
+
+
+def test_no_descriptor_of_the_caller_reaches_exec(box: Layerfs) -> None:
+    box.run("run", "-d", "--name", "fds", BOX, "sleep", "100")
+    script = f'exec 7<"{box.workdir}"; exec "$@"'
+    proc = box.sh(["sh", "-c", script, "sh", LAYERFS_BIN, "--root", str(box.root), "exec", "fds",
+                   "ls", "/proc/self/fd"])
+    assert proc.stdout.decode().split() == ["0", "1", "2", "3"], "stdio and ls's own directory only"
+    assert out(box, "ls", "/proc/self/fd").split() == ["0", "1", "2", "3"]
+
+
+def test_sigpipe_is_default_in_the_container(box: Layerfs) -> None:
+    proc = run(box, "sh", "-c", "yes | head -1")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "y\n", "")
+
+
+def test_proc_is_masked_as_runc_masks_it(box: Layerfs) -> None:
+    assert run(box, "sh", "-c", "echo h > /proc/sysrq-trigger").returncode != 0
+    assert run(box, "sh", "-c", "echo core > /proc/sys/kernel/core_pattern").returncode != 0
+    masked = [f"/proc/{name}" for name in ("kcore", "keys", "timer_list", "sched_debug") if os.path.isfile(f"/proc/{name}")]
+    assert masked, "this kernel shows none of the files runc masks"
+    assert out(box, "cat", *masked) == "", "masked: /dev/null bound over them"
+    assert run(box, "mknod", "/tmp/disk", "b", "8", "0").returncode != 0, "no CAP_MKNOD, or no devices, here"
+
+
+def test_image_symlinks_stay_inside_the_root(box: Layerfs) -> None:
+    """Volume targets, the working directory and mount points below a link of the
+    image land where the link leads inside the container, never on the host."""
+    box.run("run", "--name", "links", BOX, "sh", "-c", "mkdir -p /real && ln -s /real /var/linked "
+            "&& ln -s ../../../../../../tmp /srv/up")
+    box.run("commit", "links", "links:1")
+    escape = Path("/tmp") / f"escape-{uuid.uuid4().hex[:8]}"
+    text = out(box, "sh", "-c", "ls /real; ls -d /tmp/escape-*", image="links:1",
+               options=("-v", "data:/var/linked/data", "-w", f"/srv/up/{escape.name}"))
+    assert text.split() == ["data", str(escape)]
+    assert not escape.exists(), "the working directory was made inside, not on the host"
+
+
+def test_a_killed_fuse_server_stops_the_container(box: Layerfs) -> None:
+    box.run("run", "-d", "--name", "orphan", BOX, "sleep", "100")
+    daemon = next(r["pid"] for r in json.loads(box.run("mounts", "--json").stdout))
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: state_of(box, "orphan")["status"] == "exited")
+    assert state_of(box, "orphan")["exit_code"] == 137
+    assert_nothing_left(box)
+
+
+def test_tty_without_stdin_still_takes_ctrl_c(box: Layerfs) -> None:
+    term = Terminal(box, "run", "--rm", "-t", BOX, "sh", "-c", "echo rea''dy; sleep 100")
+    term.expect(b"ready")
+    term.send(b"\x03")
+    assert term.wait() == 130
+
+
+def test_detached_interactive_keeps_stdin_open(box: Layerfs) -> None:
+    box.run("run", "-d", "-i", "--name", "waiting", BOX, "sh")
+    time.sleep(0.5)
+    assert state_of(box, "waiting")["status"] == "running", "sh waits on stdin, as with docker run -di"
+    assert box.run("exec", "waiting", "echo", "hi").stdout == "hi\n"
+
+
+def test_logs_follow_gets_the_last_partial_line(box: Layerfs) -> None:
+    box.run("run", "-d", "--name", "tail", BOX, "sh", "-c", "sleep 0.5; printf done")
+    assert box.run("logs", "-f", "tail", timeout=30).stdout == "done"
+
+
+def test_kill_then_rm(box: Layerfs) -> None:
+    box.run("run", "-d", "--name", "k", BOX, "sleep", "100")
+    box.run("kill", "k")
+    box.run("rm", "k")
+    assert json.loads(box.run("ps", "-a", "--json").stdout) == []

@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from launcher.control import kill
+from launcher.control import kill, wait_finished
 from launcher.monitor import remove
 from launcher.state import CREATED, EXITED, PAUSED, RUNNING, State, read_state
 from layerfs.cli.output import ago, duration, human_size, print_json, quote_path, table
@@ -92,6 +92,7 @@ def cmd_rm(store: Store, args: argparse.Namespace) -> None:
             if not args.force:
                 raise Busy(f"container {container.name} is running: stop it first, or rm -f")
             kill(directory)
+        wait_finished(directory, 10.0)  # a monitor still taking its mount down
         with store.locked():
             if not containers.exists(container):  # it was run with --rm: gone with its end
                 print(container.name)

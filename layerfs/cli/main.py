@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
-        return _fail(f"{e.strerror or e}{where}", EXIT_ERROR)
+        return _fail(f"{e.strerror or e}{where}", EXIT_LAUNCHER if getattr(args, "launches", False) else EXIT_ERROR)
     return code or 0
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 from launcher import control
 from launcher.config import parse_signal, process_spec
 from launcher.console import console_socket, pump, raw_terminal, receive_console, window_follows, window_size, write_all
-from launcher.init import exit_status
+from launcher.init import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, exit_status
 from launcher.logs import STDERR, read_log
 from launcher.monitor import Launch
 from launcher.options import RunOptions, parse_volume
 from launcher.state import read_state
 from layerfs.container.records import Container, Containers
-from layerfs.errors import LayerfsError
+from layerfs.errors import EXIT_LAUNCHER, Busy, LayerfsError
 from layerfs.image.catalog import Catalog
 from layerfs.store.layout import Store
 
@@ -86,14 +86,20 @@ def cmd_start(store: Store, args: argparse.Namespace) -> int | None:
     code = None
     for ref in args.containers:
         container = Containers(store).resolve(ref)
+        if not args.attach and read_state(Containers(store).path(container)).alive:
+            print(ref)  # already running: nothing to do, as docker start
+            continue
         code = _start(store, container, attach=args.attach, shown=ref)
+        if not args.attach and code:  # its command could not start (126, 127)
+            return code
     return code if args.attach else None
 
 
 def _start(store: Store, container: Container, attach: bool, shown: str) -> int:
     """Run in the foreground (its status), or start a monitor in the background and
-    print `shown` once the container runs: the id for `run -d`, the name given for
-    `start`, as docker prints them."""
+    print `shown` once the command runs: the id for `run -d`, the name given for
+    `start`, as docker prints them. A command that cannot start exits as it would in
+    the foreground (126, 127; 125 for the launcher's own failures)."""
     launch = Launch(store, container)
     if attach:
         return launch.run(detached=False)
@@ -104,25 +110,36 @@ def _start(store: Store, container: Container, attach: bool, shown: str) -> int:
         os.setsid()
         if os.fork():
             os._exit(0)
+        os.chdir("/")  # keep no directory of the caller's busy
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
+
+        def started(failure: str | None) -> None:
+            os.write(report_w, (failure or "0 ok").encode(errors="replace") + b"\n")
         try:
-            launch.run(detached=True, on_started=lambda: os.write(report_w, b"ok\n"))
+            launch.run(detached=True, on_started=started)
         except LayerfsError as e:
-            os.write(report_w, e.message.encode(errors="replace") + b"\n")
+            os.write(report_w, f"{e.exit_code} {e.message}\n".encode(errors="replace"))
         except BaseException as e:  # noqa: BLE001 - a monitor has nobody else to tell
-            os.write(report_w, f"the monitor failed: {e}\n".encode(errors="replace"))
+            os.write(report_w, f"{EXIT_LAUNCHER} the monitor failed: {e}\n".encode(errors="replace"))
         finally:
             os._exit(0)
     os.close(report_w)
     os.waitpid(pid, 0)
     with os.fdopen(report_r, "rb") as report:
-        answer = report.readline().decode(errors="replace").strip()
-    if answer != "ok":
-        raise LayerfsError(answer or f"container {container.name} did not start")
-    print(shown)
-    return 0
+        code_text, _, message = report.readline().decode(errors="replace").strip().partition(" ")
+    code = int(code_text) if code_text.isdigit() else EXIT_LAUNCHER
+    if code == 0:
+        print(shown)
+        return 0
+    message = message or f"container {container.name} did not start"
+    if code == Busy.exit_code:
+        raise Busy(message)
+    if code in (EXIT_CANNOT_RUN, EXIT_NOT_FOUND):
+        print(f"layerfs: error: {message}", file=sys.stderr)
+        return code
+    raise LayerfsError(message)
 
 
 def cmd_stop(store: Store, args: argparse.Namespace) -> None:
@@ -178,7 +195,7 @@ def cmd_logs(store: Store, args: argparse.Namespace) -> None:
     containers = Containers(store)
     container = containers.resolve(args.container)
     directory = containers.path(container)
-    follow = (lambda: read_state(directory).alive) if args.follow else None
+    follow = (lambda: control.monitor_running(directory)) if args.follow else None
     for entry in read_log(directory, follow):
         line = (entry.timestamp + " ").encode() * args.timestamps + entry.text
         if entry.stream == STDERR:

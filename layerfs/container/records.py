@@ -8,6 +8,7 @@ container, and removed by renaming it out before deleting it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from layerfs.store.layout import Store, write_atomic
 from layerfs.timestamps import now_rfc3339
 from layerfs.union.upper import RESERVE
 
+WRITER_LOCK = "writer.lock"
 RECORD = "container.json"
 MOUNT_POINTS = "mountpoints.json"
 UPPER = "upper"
@@ -97,6 +99,7 @@ class Containers:
         building = Path(self.store.tmp) / f"container-{container_id}"
         (building / UPPER).mkdir(parents=True)
         write_atomic(building / RECORD, json.dumps(container.to_json(), indent=2).encode())
+        (building / WRITER_LOCK).touch(0o600)  # flocked by its one writer (container/mounting.py)
         self.root.mkdir(exist_ok=True)
         os.rename(building, self.path(container))
         return container
@@ -134,5 +137,6 @@ class Containers:
         for dirpath, _dirnames, filenames in os.walk(self.upper(container)):
             for path in (os.path.join(dirpath, name) for name in filenames):
                 if path != reserve:
-                    total += os.lstat(path).st_blocks * 512
+                    with contextlib.suppress(FileNotFoundError):  # deleted by a running container
+                        total += os.lstat(path).st_blocks * 512
         return total
