@@ -666,3 +666,12 @@ def test_kill_then_rm(box: Layerfs) -> None:
     box.run("kill", "k")
     box.run("rm", "k")
     assert json.loads(box.run("ps", "-a", "--json").stdout) == []
+
+
+def test_a_long_line_keeps_one_timestamp(box: Layerfs) -> None:
+    """The log cuts lines past 16 KiB into pieces; `logs -t` stamps the line once."""
+    box.run("run", "-d", "--name", "long", BOX, "sh", "-c", "head -c 40000 /dev/zero | tr '\\0' x; echo")
+    box.run("wait", "long")
+    assert box.run("logs", "long").stdout == "x" * 40000 + "\n"
+    stamped = box.run("logs", "-t", "long").stdout.splitlines()
+    assert len(stamped) == 1 and stamped[0].endswith(" " + "x" * 40000) and stamped[0][:4].isdigit()

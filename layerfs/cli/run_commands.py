@@ -14,7 +14,7 @@ from launcher import control
 from launcher.config import parse_signal, process_spec
 from launcher.console import console_socket, pump, raw_terminal, receive_console, window_follows, window_size, write_all
 from launcher.init import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, exit_status
-from launcher.logs import STDERR, read_log
+from launcher.logs import STDERR, STDOUT, read_log
 from launcher.monitor import Launch
 from launcher.options import RunOptions, parse_volume
 from launcher.state import read_state
@@ -196,8 +196,11 @@ def cmd_logs(store: Store, args: argparse.Namespace) -> None:
     container = containers.resolve(args.container)
     directory = containers.path(container)
     follow = (lambda: control.monitor_running(directory)) if args.follow else None
+    at_line_start = {STDOUT: True, STDERR: True}  # a cut line (P) continues without a new stamp
     for entry in read_log(directory, follow):
-        line = (entry.timestamp + " ").encode() * args.timestamps + entry.text
+        stamp = args.timestamps and at_line_start.get(entry.stream, True)
+        at_line_start[entry.stream] = entry.text.endswith(b"\n")
+        line = (entry.timestamp + " ").encode() * stamp + entry.text
         if entry.stream == STDERR:
             sys.stderr.buffer.write(line)
             sys.stderr.flush()
