@@ -11,7 +11,6 @@ the container is paused is refused rather than left running.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -22,7 +21,8 @@ from launcher import syscalls
 from launcher.console import attach_console
 from launcher.init import Command, exec_command, exit_status
 from launcher.options import RunOptions
-from launcher.state import CREATED, EXITED, PAUSED, RUNNING, STATE, State, read_state, state_locked, write_state
+from launcher.paths import read_inside
+from launcher.state import CREATED, EXITED, PAUSED, RUNNING, State, read_state, recorded_state, state_locked, write_state
 from launcher.users import resolve_user
 from layerfs.errors import Busy, LayerfsError
 
@@ -49,7 +49,7 @@ def wait_finished(directory: Path, timeout: float | None = None) -> State:
     down, removed if --rm) and return the final state; a monitor killed with SIGKILL
     finishes nothing, and its container counts as ended."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while (raw := _raw_state(directory)).monitor_alive:
+    while (raw := recorded_state(directory)).monitor_alive:
         if deadline is not None and time.monotonic() > deadline:
             break
         time.sleep(0.01)
@@ -57,16 +57,9 @@ def wait_finished(directory: Path, timeout: float | None = None) -> State:
     return raw if final.status == CREATED and raw.status == EXITED else final  # removed (--rm) meanwhile
 
 
-def _raw_state(directory: Path) -> State:
-    try:
-        return State(**json.loads((directory / STATE).read_text()))
-    except (OSError, ValueError, TypeError):
-        return State()
-
-
 def monitor_running(directory: Path) -> bool:
     """Whether the container's monitor still runs (it may be writing the log's end)."""
-    return _raw_state(directory).monitor_alive
+    return recorded_state(directory).monitor_alive
 
 
 def kill(directory: Path) -> None:
@@ -160,7 +153,8 @@ def _enter_and_exec(namespaces: list[tuple[int, int]], options: RunOptions, argv
         if console is not None:
             attach_console(*console)
         process = options.process
-        found = resolve_user(user if user is not None else process.user, _read("/etc/passwd"), _read("/etc/group"))
+        found = resolve_user(user if user is not None else process.user, read_inside("/", "/etc/passwd"),
+                             read_inside("/", "/etc/group"))
         tty = console is not None
         command = Command(tuple(argv), tuple(_merged_env(process.env, env, found.home, tty)),
                           workdir or process.cwd, found.uid, found.gid, found.groups, tty=tty,
@@ -193,10 +187,3 @@ def _differs(pid: int, ns: str) -> bool:
     """Whether pid 1 has a namespace of this kind of its own (not the caller's)."""
     return os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
 
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return None

@@ -39,7 +39,7 @@ from launcher.init import Command, exit_status
 from launcher.logs import STDOUT, LogWriter
 from launcher.network import NONE, etc_files
 from launcher.options import RunOptions
-from launcher.paths import resolve_in
+from launcher.paths import read_inside, resolve_in
 from launcher.rootfs import MOUNT_POINTS, RootfsPlan
 from launcher.spawn import spawn
 from launcher.state import read_state, state_locked, write_state
@@ -151,7 +151,7 @@ class Launch:
         self.etc.mkdir(exist_ok=True)
         for name, text in etc_files(self._hostname(), self.options.network).items():
             (self.etc / name).write_text(text)
-        user = resolve_user(process.user, _read(root, "/etc/passwd"), _read(root, "/etc/group"))
+        user = resolve_user(process.user, read_inside(root, "/etc/passwd"), read_inside(root, "/etc/group"))
         plan = RootfsPlan(root, str(self.etc), volumes, self.options.read_only, self.options.network == NONE)
         return plan, _command(process.argv, process.env, process.cwd, user, self._hostname(), self.options,
                               with_userns)
@@ -259,10 +259,3 @@ def _make(root: str, path: str, kind: str) -> str | None:
         Path(target).touch(0o644)
     return os.path.relpath(target, root)
 
-
-def _read(root: str, path: str) -> str | None:
-    try:
-        with open(resolve_in(root, path)) as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return None

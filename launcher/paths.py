@@ -49,3 +49,12 @@ def resolve_in(root: str, path: str) -> str:
             resolved = []
         pending = _parts(target) + pending
     return os.path.join(root, *resolved)
+
+
+def read_inside(root: str, path: str) -> str | None:
+    """A text file of the container (its /etc/passwd, say), None when it has none."""
+    try:
+        with open(resolve_in(root, path)) as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None

@@ -52,10 +52,6 @@ class RootfsPlan:
     own_network: bool         # a network namespace of its own: sysfs can be mounted fresh
 
 
-def _inside(root: str, path: str) -> str:
-    return resolve_in(root, path)
-
-
 # statvfs flags -> mount flags, for remounting with what a mount already has
 _KEPT_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
                (os.ST_NOATIME, syscalls.MS_NOATIME), (os.ST_NODIRATIME, syscalls.MS_NODIRATIME),
@@ -111,7 +107,7 @@ def _mask_proc(proc: str) -> None:
 
 
 def _mount_dev(root: str) -> None:
-    dev = _inside(root, "/dev")
+    dev = resolve_in(root, "/dev")
     # nodev: the devices are the bind mounts below; a node made with mknod opens nothing
     syscalls.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=755,size=65536k")
     for name in DEVICES:
@@ -135,7 +131,7 @@ def _mount_dev(root: str) -> None:
 def _mount_proc(root: str) -> str | None:
     """A procfs of the container's pid namespace; where the outer /proc is masked (nested
     in another container) that is refused, and the host's is bound instead: said so."""
-    target = _inside(root, "/proc")
+    target = resolve_in(root, "/proc")
     try:
         syscalls.mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError as e:
@@ -148,7 +144,7 @@ def _mount_proc(root: str) -> str | None:
 
 
 def _mount_sys(root: str, own_network: bool) -> None:
-    target = _inside(root, "/sys")
+    target = resolve_in(root, "/sys")
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
     if own_network:
         with contextlib.suppress(OSError):
@@ -165,9 +161,9 @@ def set_up(plan: RootfsPlan) -> list[str]:
     _mount_dev(root)
     _mount_sys(root, plan.own_network)
     for volume in plan.volumes:
-        _bind(volume.source, _inside(root, volume.target), read_only=volume.read_only)
+        _bind(volume.source, resolve_in(root, volume.target), read_only=volume.read_only)
     for name in ("hostname", "hosts", "resolv.conf"):  # over a volume at /etc too, as docker
-        target = _inside(root, f"/etc/{name}")
+        target = resolve_in(root, f"/etc/{name}")
         if os.path.exists(target):
             _bind(os.path.join(plan.etc_files, name), target, MS_NOSUID | MS_NODEV)
     os.chdir(root)

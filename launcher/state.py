@@ -54,12 +54,17 @@ class State:
         return replace(self, status=EXITED, pid=0, finished_at=now_rfc3339(precise=True), exit_code=code)
 
 
-def read_state(directory: Path) -> State:
-    """The container's state as it really is: a running one whose pid 1 is gone is exited."""
+def recorded_state(directory: Path) -> State:
+    """The state as its monitor last wrote it (created when there is none)."""
     try:
-        state = State(**json.loads((directory / STATE).read_text()))
+        return State(**json.loads((directory / STATE).read_text()))
     except (OSError, ValueError, TypeError):
         return State()
+
+
+def read_state(directory: Path) -> State:
+    """The container's state as it really is: a running one whose pid 1 is gone is exited."""
+    state = recorded_state(directory)
     if state.alive and not (daemon_alive(state.pid) and process_start(state.pid) == state.pid_started):
         return state.exited(LOST)
     return state

@@ -73,7 +73,7 @@ def _options(store: Store, args: argparse.Namespace, remove: bool | None) -> tup
 
 
 def cmd_run(store: Store, args: argparse.Namespace) -> int:
-    container, _options_made = _options(store, args, remove=args.rm)
+    container, _ = _options(store, args, remove=args.rm)
     return _start(store, container, attach=not args.detach, shown=container.id)
 
 

@@ -33,10 +33,10 @@ def mount_container(store: Store, container: Container, mountpoint: Path, kind: 
     """Serve the container at `mountpoint`; returns the serving pid once the mount is live
     (with `foreground`, serves from this process until unmounted; `with_parent`, a
     daemon that ends with this process)."""
-    busy = f"container {container.name} is already mounted or running: one writer at a time"
     if where := mounted_at(store, container):
-        raise Busy(busy.replace("mounted or running", f"mounted at {where} (or running)"))
-    lock = _writer_lock(Containers(store).path(container), busy)
+        raise Busy(f"container {container.name} is already mounted at {where} (or running): one writer at a time")
+    lock = _writer_lock(Containers(store).path(container),
+                        f"container {container.name} is already mounted or running: one writer at a time")
     try:
         image = Catalog(store).resolve(container.image_digest)
         tree = merged_tree(store, image.diff_ids)
