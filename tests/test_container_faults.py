@@ -614,8 +614,8 @@ def test_names_with_newlines_and_invalid_utf8(lfs: Layerfs) -> None:
     assert raw.isascii(), "diff --json must be ASCII (escapes for everything else)"
     assert b'"/\\udcff\\udcfe"' in raw and b'"/new\\nline"' in raw
     entries = {os.fsencode(e["path"]): e["kind"] for e in json.loads(raw)}
-    assert entries == {**{b"/" + n: "A" for n in expected_root_extra},
-                       b"/" + ODD_DIR + b"/" + ODD_INNER: "A"}
+    assert entries == {**{b"/" + n: "added" for n in expected_root_extra},
+                       b"/" + ODD_DIR + b"/" + ODD_INNER: "added"}
 
     text = layerfs_bytes(lfs, "diff", box.name).decode()
     # One line per change: odd names are quoted with C escapes, as git prints paths.

@@ -132,7 +132,8 @@ def without_ino(info: dict[str, Any]) -> dict[str, Any]:
 
 def diff_json(lfs: Layerfs, name: str) -> dict[str, str]:
     """`layerfs diff NAME --json` as {path: kind}."""
-    return {e["path"]: e["kind"] for e in json.loads(lfs.run("diff", name, "--json").stdout)}
+    letters = {"added": "A", "modified": "C", "deleted": "D"}
+    return {e["path"]: letters[e["kind"]] for e in json.loads(lfs.run("diff", name, "--json").stdout)}
 
 
 # ---------------------------------------------------------------------------

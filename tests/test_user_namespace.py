@@ -137,7 +137,7 @@ mkdir "$M/by-root"
 L umount "$M"
 """)
     entries = {e["path"]: e["kind"] for e in json.loads(container.run("diff", "c1", "--json").stdout)}
-    assert entries == {"/srv/www/made-by-33": "A", "/etc-file": "C", "/by-root": "A"}
+    assert entries == {"/srv/www/made-by-33": "added", "/etc-file": "modified", "/by-root": "added"}
     container.run("commit", "c1", "ns:committed")
     with container.mounted("ns:committed") as mp:
         tree = snapshot_as(container, mp)

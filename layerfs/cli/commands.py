@@ -14,20 +14,18 @@ from layerfs.cli.progress import progress_for_terminal
 from layerfs.container.records import Containers
 from layerfs.container.usage import image_use
 from layerfs.cli.container_commands import container_inspection, mount_container_here
-from layerfs.errors import LayerfsError, NotFound
+from layerfs.cli.references import image_argument
+from layerfs.errors import BadInput, LayerfsError, NotFound
 from layerfs.image.catalog import Catalog, Image, reference_name
 from layerfs.image.importer import import_image
 from layerfs.image.transports import open_source
+from layerfs.inspect.layer_view import layer_view
 from layerfs.store.layout import Store
 from layerfs.union.build import merged_tree, prune_tree_cache
 from layerfs.union.access import mount_kind
 from layerfs.union.operations import image_operations
 from layerfs.union.daemon import check_mountpoint, mount, unmount
 from layerfs.union.mounts import live_mounts
-
-
-def _display_name(image: Image) -> str:
-    return image.names[0] if image.names else image.short_id
 
 
 def _report_skipped(path: str, why: str) -> None:
@@ -68,7 +66,16 @@ def cmd_images(store: Store, args: argparse.Namespace) -> None:
     table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
 
 
-def cmd_inspect(store: Store, args: argparse.Namespace) -> None:
+def cmd_inspect(store: Store, args: argparse.Namespace) -> int | None:
+    if args.tui:
+        if args.json:
+            args.parser.error("--tui and --json do not go together")
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise LayerfsError("--tui needs a terminal (standard input and output); when piped, "
+                               "use `layerfs history`, `diff` or `analyze`")
+        from layerfs.cli import tui  # textual is imported here only, not by other commands
+
+        return tui.run(store, args.ref)
     catalog = Catalog(store)
     try:
         image = catalog.resolve(args.ref)
@@ -134,17 +141,6 @@ def cmd_rmi(store: Store, args: argparse.Namespace) -> None:
         print(f"Reclaimed {human_size(freed)}", file=sys.stderr)
 
 
-def _given_name(ref: str, image: Image) -> str:
-    """What to call a mounted image: the name the user gave, or, for an id or digest,
-    the image's first name."""
-    try:
-        if reference_name(ref) in image.names:
-            return ref
-    except LayerfsError:
-        pass
-    return _display_name(image)
-
-
 def cmd_mount(store: Store, args: argparse.Namespace) -> None:
     mountpoint = check_mountpoint(Path(args.mountpoint))
     kind = mount_kind(args.allow_other)
@@ -153,14 +149,21 @@ def cmd_mount(store: Store, args: argparse.Namespace) -> None:
     except NotFound:
         container = None
     if container is not None:
+        if args.layer is not None:
+            raise BadInput(f"{args.ref} is a container: --layer shows a layer of an image "
+                           "(give the container's image, as `layerfs inspect` names it)")
         mount_container_here(store, container, mountpoint, args.foreground, kind)
         return
-    image = Catalog(store).resolve(args.ref)
-    make = image_operations(merged_tree(store, image.diff_ids), kind)
-    name = _given_name(args.ref, image)
+    at = image_argument(store, args.ref)  # REF@N, and oci: and archives, imported once
+    if args.layer is None:
+        tree, name = merged_tree(store, at.diff_ids), at.label
+    else:
+        _descriptor, diff_id = at.layer(args.layer)
+        tree, name = layer_view(store, diff_id), f"{at.name} layer {args.layer}"
+    make = image_operations(tree, kind)
     if args.foreground:
         print(f"Serving {name} at {mountpoint}; press Ctrl-C to unmount", file=sys.stderr)
-    pid = mount(store, make, mountpoint, name, image.id, args.foreground, kind)
+    pid = mount(store, make, mountpoint, name, at.image.id, args.foreground, kind)
     if not args.foreground:
         print(f"Mounted {name} at {mountpoint} (read-only, {kind.label}, pid {pid})")
 

@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     from layerfs.cli import namespace_commands as nc
     from layerfs.cli import run_commands as rc
     from layerfs.cli import container_commands as cc
+    from layerfs.cli import inspect_commands as ic
 
     parser = _Parser(
         prog="layerfs", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -95,9 +96,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list (id, digest, names, created, size)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the short image ids")
 
-    p = command("inspect", c.cmd_inspect, "show an image's manifest, config and layers")
+    p = command("inspect", c.cmd_inspect, "show an image's manifest, config and layers",
+                "Show an image's manifest, config and layers (a container's record, for a container).\n\n"
+                "--tui browses the image layer by layer, as dive does: the layers on the left, the\n"
+                "merged tree as of the selected layer on the right, with what that layer added (A),\n"
+                "modified (C) and deleted (D); enter on a file shows it, or its diff; w shows the\n"
+                "wasted space; the footer lists the keys. It needs a terminal. Its REF may also be\n"
+                "REF@N or an oci:, oci-archive: or docker-archive: source (imported first, once).")
     p.add_argument("ref", metavar="REF", help="name[:tag], name@sha256:DIGEST, or an image id (prefix)")
     p.add_argument("--json", action="store_true", help="print manifest, config and layers as JSON")
+    p.add_argument("--tui", action="store_true",
+                   help="browse the layers and their changes interactively (needs a terminal)")
 
     p = command("tag", c.cmd_tag, "give an image another name")
     p.add_argument("source", metavar="SOURCE_REF", help="the image, by name, digest or id")
@@ -125,9 +134,23 @@ def _parser() -> argparse.ArgumentParser:
                 "  runtime  (root inside a user namespace, e.g. in `layerfs unshare`; or root with\n"
                 "           --allow-other): every user may enter and the kernel checks permissions\n"
                 "           and POSIX ACLs as ext4 does. Inside a namespace setuid programs work.\n"
-                "Both are noatime: atime changes only when a program sets it.")
-    p.add_argument("ref", metavar="REF", help="a container (name or id), or an image (name, digest or id)")
+                "Both are noatime: atime changes only when a program sets it.\n\n"
+                "History: REF@N mounts the image as it was after its layer N (1 is the base, as\n"
+                "`layerfs inspect` numbers them), read-only. --layer N mounts only what layer N\n"
+                "holds, read-only, as its tar has it: a path the layer deletes shows as an empty\n"
+                "file .wh.NAME beside it, and a directory the layer makes opaque (hiding all it\n"
+                "had below) holds an empty file .wh..wh..opq. An image elsewhere (oci:DIR[:TAG],\n"
+                "oci-archive:FILE[:TAG], docker-archive:FILE[:REF]) is imported first, once.")
+    p.add_argument("ref", metavar="REF",
+                   help="a container (name or id), or an image: name[:tag], name@sha256:DIGEST, an "
+                        "id (prefix), REF@N (the image after its layer N), or an oci:, oci-archive: "
+                        "or docker-archive: source (imported first, once)")
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing, empty directory")
+    from layerfs.cli.references import layer_number
+    p.add_argument("--layer", metavar="N", type=layer_number,
+                   help="images only: mount only layer N (1 is the base), read-only, whiteouts "
+                        "shown as the layer holds them: .wh.NAME for a deleted NAME, "
+                        ".wh..wh..opq in an opaque directory")
     p.add_argument("--foreground", action="store_true",
                    help="serve from this process until Ctrl-C or umount, instead of a daemon")
     p.add_argument("--allow-other", action="store_true",
@@ -155,6 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("mounts", c.cmd_mounts, "list the live mounts of this store")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list (mountpoint, image, id, pid, kind, namespace, here)")
+    from layerfs.cli import layer_commands
+    layer_commands.register(command)
 
     p = command("run", rc.cmd_run, "run a command in a new container",
                 "Create a container from IMAGE and run COMMAND in it (default: the image's\n"
@@ -235,9 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--volumes", action="store_true",
                    help="also remove the container's anonymous volumes (those its image declares)")
 
-    p = command("diff", cc.cmd_diff, "list what a container added (A), changed (C) and deleted (D)")
-    p.add_argument("container", metavar="CONTAINER", help="a name, id or unique id prefix")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {path, kind}")
+    ic.register(command)
 
     p = command("commit", cc.cmd_commit, "make a new image from a container's changes",
                 "Make a new image: the container's image layers plus one new layer holding its\n"
@@ -280,24 +303,44 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _split_diff_path(argv: list[str]) -> tuple[list[str], str | None]:
+    """`layerfs diff ... -- PATH`: argparse would take PATH for one more REF, or, after
+    options, for an unknown argument; so it is cut off here (diff takes one PATH)."""
+    if "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    first = 0  # the command comes after the top options (--root DIR takes a value)
+    while first < cut and argv[first].startswith("-"):
+        first += 2 if argv[first] == "--root" else 1
+    if first >= cut or argv[first] != "diff" or len(argv) != cut + 2:
+        return argv, None
+    return argv[:cut], argv[cut + 1]
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.stdout = GuardedStdout(sys.stdout)
     args = argparse.Namespace()
     try:
+        argv, after = _split_diff_path(sys.argv[1:] if argv is None else argv)
         args, extra = _parser().parse_known_args(argv)
+        if after is not None:
+            args.file_path = after
         if extra:  # the command's own usage error (and exit code), not the top parser's
             args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if hasattr(args, "error_exit_for"):  # a command whose exit 1 means something else
+            args.error_exit = args.error_exit_for(args)
         store = _open_store(args.root) if args.uses_store else None
         code = args.func(store, args)  # a status of its own, or None: 0
         sys.stdout.flush()  # a reader gone early fails here, as one line, not at exit
     except LayerfsError as e:
         launches = getattr(args, "launches", False) and not isinstance(e, Busy)
-        return _fail(e.message, EXIT_LAUNCHER if launches else e.exit_code)
+        return _fail(e.message, EXIT_LAUNCHER if launches else getattr(args, "error_exit", None) or e.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except OSError as e:
         where = f" ({e.filename})" if e.filename else ""
-        return _fail(f"{e.strerror or e}{where}", EXIT_LAUNCHER if getattr(args, "launches", False) else EXIT_ERROR)
+        code = EXIT_LAUNCHER if getattr(args, "launches", False) else getattr(args, "error_exit", None) or EXIT_ERROR
+        return _fail(f"{e.strerror or e}{where}", code)
     return code or 0
 
 

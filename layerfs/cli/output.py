@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import sys
 from typing import Any, TextIO
 
@@ -139,6 +140,8 @@ def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
+# Control characters, quotes, backslashes, DEL, and bytes that are not UTF-8 (escaped).
+_NEEDS_QUOTES = re.compile('[\x00-\x1f"\\\\\x7f\udc80-\udcff]')
 _ESCAPES = {ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r", ord('"'): '\\"', ord("\\"): "\\\\"}
 
 
@@ -147,7 +150,7 @@ def quote_path(raw: bytes) -> str:
     characters, quotes, backslashes or bytes that are not UTF-8, in double quotes with
     C escapes (\\n, \\t, \\377), as git prints such paths. Scripts use --json."""
     text = raw.decode("utf-8", "surrogateescape")
-    if not any(ord(c) < 0x20 or c in '"\\\x7f' or 0xDC80 <= ord(c) <= 0xDCFF for c in text):
+    if not _NEEDS_QUOTES.search(text):
         return text
     out = []
     for c in text:

@@ -18,6 +18,7 @@ from layerfs.image.catalog import Catalog
 from layerfs.layer.index import DIRECTORY
 from layerfs.store.layout import Store
 from layerfs.union.build import merged_tree
+from layerfs.union.compare import differences, paired_children
 from layerfs.union.tree import MergedTree, Node, tree_identity
 from layerfs.union.upper import UpperLayer
 
@@ -29,6 +30,7 @@ class Change:
     path: bytes            # absolute: b"/etc/passwd"
     kind: str              # ADDED, CHANGED or DELETED
     node: Node | None      # the container's node (None when deleted)
+    old: Node | None = None  # the image's node (None when added)
     opaque: bool = False   # a directory made anew where the image had one
     covered: bool = False  # a deletion an opaque directory above already hides
 
@@ -44,19 +46,16 @@ def container_trees(store: Store, container: Container) -> tuple[MergedTree, Mer
 
 
 def _differs(old: Node, new: Node) -> bool:
-    if (old.kind, old.mode, old.uid, old.gid, old.xattrs) != (new.kind, new.mode, new.uid, new.gid, new.xattrs):
-        return True
-    if new.kind == DIRECTORY:
-        return False  # a directory's mtime moves with its children: not a change of its own
-    return new.upper or (old.mtime_ns, old.atime_ns, old.size, old.rdev, old.target) \
-        != (new.mtime_ns, new.atime_ns, new.size, new.rdev, new.target)
+    """Besides what `differences` sees, a file whose atime was set has changed too."""
+    return bool(differences(old, new)) or (new.kind != DIRECTORY and old.atime_ns != new.atime_ns)
 
 
-def container_changes(store: Store, container: Container) -> tuple[MergedTree, Iterator[Change]]:
+def container_changes(store: Store, container: Container,
+                      trees: tuple[MergedTree, MergedTree] | None = None) -> tuple[MergedTree, Iterator[Change]]:
     """(the container's tree, what it changed), as diff shows and commit writes it:
     everything but the mount points the launcher made in its layer (/proc, /etc/hosts,
     ...) while they are still empty, as docker keeps those out of sight in an init layer."""
-    base, current = container_trees(store, container)
+    base, current = trees or container_trees(store, container)
     made = Containers(store).mount_points(container)
     return current, (change for change in compare(base, current)
                      if not (change.path in made and change.kind == ADDED and _empty(change.node)))
@@ -74,19 +73,17 @@ def compare(base: MergedTree, current: MergedTree) -> Iterator[Change]:
     stack: list[tuple[Node | None, Node, bytes, bool]] = [(base.root, current.root, b"", False)]
     while stack:
         old_dir, new_dir, path, anew = stack.pop()
-        old_children = old_dir.children if old_dir is not None and old_dir.kind == DIRECTORY else {}
-        for name, new in new_dir.children.items():  # type: ignore[union-attr]
+        for name, old, new in paired_children(old_dir, new_dir):
             child_path = path + b"/" + name
-            old = old_children.get(name)  # type: ignore[union-attr]
+            if new is None:
+                yield Change(child_path, DELETED, None, old, covered=anew)
+                continue
             replaced = old is not None and old.ino != new.ino
             if old is None:
                 yield Change(child_path, ADDED, new)
             elif anew or replaced:
-                yield Change(child_path, CHANGED, new, opaque=replaced and old.kind == new.kind == DIRECTORY)
+                yield Change(child_path, CHANGED, new, old, opaque=replaced and old.kind == new.kind == DIRECTORY)
             elif _differs(old, new):
-                yield Change(child_path, CHANGED, new)
+                yield Change(child_path, CHANGED, new, old)
             if new.kind == DIRECTORY:
                 stack.append((old, new, child_path, anew or replaced))
-        for name in old_children:  # type: ignore[union-attr]
-            if name not in new_dir.children:  # type: ignore[operator]
-                yield Change(path + b"/" + name, DELETED, None, covered=anew)

@@ -5,7 +5,8 @@ with their owners, modes, xattrs and data; `.wh.NAME` for each deletion; a
 `.wh..wh..opq` marker in a directory made anew; parent directories included so
 extractors find them; names of one inode after the first as tar hardlinks. The
 new image goes through the ordinary importer, so the layer is verified and
-unpacked like any other.
+unpacked like any other. `write_tree` writes a whole tree the same way, as one
+tar (`layerfs export`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import os
 import tarfile
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from layerfs.container.changes import DELETED, Change, container_changes
+from layerfs.container.changes import ADDED, DELETED, Change, container_changes
 from layerfs.container.records import Container
 from layerfs.errors import BadInput
 from layerfs.image.catalog import Catalog, Image
@@ -40,7 +41,7 @@ def _tar_name(path: bytes) -> str:
         raise BadInput(f"cannot commit {os.fsdecode(path[:60])!r}...: a path of {len(path)} "
                        "bytes is beyond PATH_MAX, so no other tool could unpack the image; "
                        "move it higher up or delete it")
-    return os.fsdecode(path.lstrip(b"/"))
+    return os.fsdecode(path.lstrip(b"/")) or "."  # the root directory: "./"
 
 
 def _info(path: bytes, node: Node) -> tarfile.TarInfo:
@@ -109,8 +110,9 @@ class _LayerWriter:
         if node is None or node.kind not in _TAR_TYPE:
             return  # sockets live only as long as the container
         if node.kind == DIRECTORY:
-            self.tar.addfile(_info(change.path, node))
-            self.written_dirs.add(change.path)
+            if change.path not in self.written_dirs:  # not already as a parent of a hardlink
+                self.tar.addfile(_info(change.path, node))
+                self.written_dirs.add(change.path)
             if change.opaque:
                 self.tar.addfile(_marker(change.path + b"/" + OPAQUE))
         else:
@@ -146,6 +148,30 @@ def write_layer(current: MergedTree, changes: Iterable[Change], out: BinaryIO) -
         writer = _LayerWriter(tar, current)
         for change in changes:
             writer.add(change)
+
+
+def _every_path(tree: MergedTree) -> Iterator[tuple[bytes, Node]]:
+    """(path, node) for every name below the root: parents first, in name order."""
+    stack: list[tuple[bytes, Node]] = [(b"", tree.root)]
+    while stack:
+        path, node = stack.pop()
+        if path:
+            yield path, node
+        if node.kind == DIRECTORY:
+            children = sorted(node.children.items(), reverse=True)  # type: ignore[union-attr]
+            stack.extend((path + b"/" + name, child) for name, child in children)
+
+
+def write_tree(tree: MergedTree, out: BinaryIO) -> None:
+    """Write all of `tree` (a flattened image) as one tar, as a layer of it is written:
+    the root as "./", then every path, parents before children in name order, with its
+    owner, mode, times, xattrs and device numbers; the names of one inode after the
+    first as tar hardlinks. Unpacked on nothing, it gives the tree back."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_info(b"", tree.root))
+        writer = _LayerWriter(tar, tree)
+        for path, node in _every_path(tree):
+            writer.add(Change(path, ADDED, node))
 
 
 def commit(store: Store, container: Container, name: str, message: str,

@@ -91,7 +91,16 @@ def act_as_owner(root: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never a mix.
+    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
+    with atomic_writer(path, scratch) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, scratch: Path | None = None) -> Iterator[BinaryIO]:
+    """A file written under a temporary name and renamed onto `path` once the block
+    ends well (flushed to disk first); a failure or an interruption leaves the old file
+    as it was and no partial one.
 
     The temporary file lives in `scratch` (same filesystem) when given, so that a
     writer killed midway leaves debris only where the store cleans it up. It is
@@ -101,7 +110,7 @@ def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

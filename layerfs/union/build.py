@@ -16,7 +16,7 @@ TREES = "trees"
 
 
 @contextlib.contextmanager
-def _no_gc_while_building() -> Iterator[None]:
+def no_gc_while_building() -> Iterator[None]:
     """A tree is ~100k long-lived objects: collecting while creating them only costs time,
     and once built they live as long as the mount, so they go to the permanent generation."""
     was_enabled = gc.isenabled()
@@ -30,7 +30,7 @@ def _no_gc_while_building() -> Iterator[None]:
 
 
 def merged_tree(store: Store, diff_ids: list[str]) -> MergedTree:
-    with _no_gc_while_building():
+    with no_gc_while_building():
         return _merged_tree(store, diff_ids)
 
 

@@ -67,6 +67,15 @@ class Node:
     def st_mode(self) -> int:
         return FILE_TYPE[self.kind] | self.mode
 
+    def copy(self) -> "Node":
+        """The same inode with a children dict of its own (a directory's next state)."""
+        twin = Node.__new__(Node)
+        for name in Node.__slots__:
+            setattr(twin, name, getattr(self, name))
+        if self.children is not None:
+            twin.children = dict(self.children)
+        return twin
+
     def take_attributes(self, other: "Node") -> None:
         """Directory over directory: keep the children, take everything else."""
         for name in ("mode", "uid", "gid", "mtime_ns", "atime_ns", "ctime_ns", "xattrs"):
@@ -79,7 +88,7 @@ def _node_from_entry(entry: Entry, files_dir: str) -> Node:
     mode = 0o777 if entry.kind == SYMLINK else entry.mode
     return Node(entry.kind, mode, entry.uid, entry.gid, entry.size, entry.mtime_ns, entry.rdev,
                 xattrs, os.fsencode(entry.target) if entry.kind == SYMLINK else b"",
-                os.path.join(files_dir, entry.payload) if entry.payload else "")
+                f"{files_dir}/{entry.payload}" if entry.payload else "")
 
 
 def _count_directory_links(nodes: list[Node | None]) -> None:
@@ -112,15 +121,54 @@ class MergedTree:
         return tree
 
     def _dir_for(self, parts: list[bytes]) -> Node:
-        """The directory at `parts`, created (or made to replace a non-directory) if need be."""
-        node = self.root
+        """The directory at `parts`, created (or made to replace a non-directory) if need be,
+        and, when the tree keeps its states, a copy of its own along the way."""
+        node = self._own(self.root, None, b"")
         for part in parts:
             child = node.children.get(part)  # type: ignore[union-attr]
             if child is None or child.kind != DIRECTORY:
-                child = _implicit_dir()
+                child = self._new(_implicit_dir())
                 node.children[part] = child  # type: ignore[index]
+            else:
+                child = self._own(child, node, part)
             node = child
         return node
+
+    # -- keeping earlier states (inspection) --------------------------------------------
+
+    _owned: set[int] | None = None  # ids of the directories the layer being applied may change
+
+    def _new(self, node: Node) -> Node:
+        if self._owned is not None:
+            self._owned.add(id(node))
+        return node
+
+    def _own(self, directory: Node, parent: Node | None, name: bytes) -> Node:
+        """`directory` itself when the tree changes in place (a mount's tree); else a copy
+        made once per layer, so that the state before the layer keeps the original."""
+        if self._owned is None or id(directory) in self._owned:
+            return directory
+        copy = self._new(directory.copy())
+        if parent is None:
+            self.root = copy
+        else:
+            parent.children[name] = copy  # type: ignore[index]
+        return copy
+
+    @classmethod
+    def layered(cls) -> "MergedTree":
+        """An empty tree to which `apply_layer` adds layers without changing the earlier
+        states: each state shares every directory the next layer does not touch (path
+        copying), so two states compare by walking only what differs (`old is new`)."""
+        tree = cls(_implicit_dir())
+        tree._owned = set()
+        return tree
+
+    def apply_layer(self, index: LayerIndex, layer_path: Path) -> Node:
+        """Add one more layer; return the root of the state after it (see `layered`)."""
+        self._owned = set()
+        self._apply(index, str(layer_path / "files"))
+        return self.root
 
     @staticmethod
     def _split(path: str) -> tuple[list[bytes], bytes]:
@@ -136,21 +184,29 @@ class MergedTree:
             parents, name = self._split(path)
             self._dir_for(parents).children.pop(name, None)  # type: ignore[union-attr]
         this_layer: dict[str, Node] = {}
+        # Entries come directory by directory: each parent is looked up once, not per entry.
+        parents_seen: dict[str, Node] = {}
         for entry in index.entries:
             if entry.path == "":
-                self.root.take_attributes(_node_from_entry(entry, files_dir))
+                self._dir_for([]).take_attributes(_node_from_entry(entry, files_dir))
                 this_layer[""] = self.root
                 continue
-            parents, name = self._split(entry.path)
-            directory = self._dir_for(parents)
+            parent, _, leaf = entry.path.rpartition("/")
+            directory = parents_seen.get(parent)
+            if directory is None:
+                directory = parents_seen[parent] = self._dir_for(self._split(entry.path)[0])
+            name = os.fsencode(leaf)
             existing = directory.children.get(name)  # type: ignore[union-attr]
             if entry.kind == HARDLINK:
                 node = this_layer[entry.target]
             else:
-                node = _node_from_entry(entry, files_dir)
+                node = self._new(_node_from_entry(entry, files_dir))
                 if node.kind == DIRECTORY and existing is not None and existing.kind == DIRECTORY:
+                    existing = self._own(existing, directory, name)
                     existing.take_attributes(node)
                     node = existing
+            if existing is not None and existing.kind == DIRECTORY and node is not existing:
+                parents_seen.clear()  # a directory replaced: what was found below it is gone
             directory.children[name] = node  # type: ignore[index]
             this_layer[entry.path] = node
 

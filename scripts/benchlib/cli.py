@@ -18,6 +18,7 @@ from .report import RUNTIME_NOISE_LIMIT, RUNTIME_NOTE, any_failed, render_json, 
 from .util import DEFAULT_CACHE, BenchError, exclusive, format_duration, log
 from .model import Env, Results
 from .launch import LAUNCH_GROUPS, LaunchResults, render_launch, run_launch
+from .inspection import INSPECT_GROUPS, InspectResults, ensure_fixture, render_inspect, run_inspect
 from .workloads import GROUPS, TAR_SUBTREE, run_benchmark
 from .writeloads import (
     COMMIT_FILE_MIB,
@@ -31,7 +32,7 @@ from .writeloads import (
 )
 
 FS_NAMES = FS_KEYS
-ALL_GROUPS = GROUPS + LAUNCH_GROUPS
+ALL_GROUPS = GROUPS + LAUNCH_GROUPS + INSPECT_GROUPS
 
 DESCRIPTION = f"""\
 Time read-only and write workloads on kernel overlayfs, fuse-overlayfs and
@@ -71,6 +72,8 @@ workloads (for --only):
   start      `run --rm IMAGE true`, median of 20; 20 starts back to back; where a
              layerfs start goes (python, imports, user namespace, mount, the rest)
   exec       `exec CONTAINER true` into a running container, median of 20
+  inspect    layerfs history, analyze, diff, inspect --tui on a synthetic 20-layer 100k-file
+             image (and one sharing 15 layers) and bench:latest: 5 cold + 5 warm, peak RSS
 
 filesystems (for --fs; all by default, a missing one is skipped with a note):
   kernel           kernel overlayfs (mount -t overlay): the speed ceiling
@@ -207,6 +210,7 @@ class Outcome:
     load: tuple[float, float]
     notes: list[str]
     launch: LaunchResults | None = None
+    inspect: InspectResults | None = None
 
 
 def _prepare(filesystems: list[Filesystem], groups: list[str], images: tuple[BenchImage, BenchImage],
@@ -239,6 +243,8 @@ def _run(args: argparse.Namespace, paths: CachePaths) -> Outcome | None:
     _remove_scratch(paths)
     built_now = ensure_images(paths, rebuild=args.rebuild)
     notes = [_build_note(paths, built_now)]
+    if "inspect" in (args.only or ALL_GROUPS):
+        ensure_fixture(paths, rebuild=args.rebuild)
     if args.build_only:
         print(f"images ready under {paths.root}; {notes[0]}")
         return None
@@ -256,7 +262,8 @@ def _run(args: argparse.Namespace, paths: CachePaths) -> Outcome | None:
     finally:
         _remove_scratch(paths)
     launch = run_launch(paths, args.layerfs, launching) if launching else None
-    return Outcome(filesystems, groups, results, (load_start, os.getloadavg()[0]), notes, launch)
+    inspect = run_inspect(paths, args.layerfs) if "inspect" in chosen else None
+    return Outcome(filesystems, groups, results, (load_start, os.getloadavg()[0]), notes, launch, inspect)
 
 
 def _remove_scratch(paths: CachePaths) -> None:
@@ -290,12 +297,16 @@ def _print_report(args: argparse.Namespace, paths: CachePaths, outcome: Outcome)
                 "cpus": os.cpu_count(), "loadavg_start": load[0], "loadavg_end": load[1]}
         if outcome.launch is not None:
             meta["containers"] = {"seconds": outcome.launch.figures, "errors": outcome.launch.errors}
+        if outcome.inspect is not None:
+            meta["inspect"] = outcome.inspect.as_json()
         print(render_json(results, ran, meta))
         return
     if outcome.groups:
         print(render_table(results, ran, _header(args, results, load), notes))
     if outcome.launch is not None:
         print(("\n" if outcome.groups else "") + render_launch(outcome.launch))
+    if outcome.inspect is not None:
+        print(("\n" if outcome.groups or outcome.launch else "") + render_inspect(outcome.inspect))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,4 +327,5 @@ def main(argv: list[str] | None = None) -> int:
     if outcome is None:
         return 0
     _print_report(args, paths, outcome)
-    return 1 if args.check and any_failed(outcome.results) else 0
+    inspect_failed = outcome.inspect is not None and outcome.inspect.failed()
+    return 1 if args.check and (any_failed(outcome.results) or inspect_failed) else 0

@@ -1,0 +1,1 @@
+"""Inspection: what each layer, image and container added, changed and deleted."""
