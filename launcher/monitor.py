@@ -99,17 +99,19 @@ class Launch:
             stdio = Stdio.make(self.options, detached)  # after the mount: its server holds none of it
             plan, command = self._prepare(with_userns)
             ready_r, ready_w = os.pipe()
-            child, pid1 = spawn(plan, command, self._hostname(), self.options.network, stdio.fds,
-                                stdio.for_pid1, ready_w)
-            os.close(ready_w)
-            with _end_with(daemon, pid1):
-                stdio.started()
-                failure = _read_all(ready_r)
-                write_state(self.directory, read_state(self.directory).running(pid1, os.getpid()))
-                with contextlib.suppress(OSError):  # a caller gone away does not stop the container
-                    on_started(failure or None)
-                code = self._watch(child, pid1, stdio, detached)
-                pid1 = 0  # reaped
+            with _SignalsForwarded() as forwarded:  # from before the fork: none may kill us meanwhile
+                child, pid1 = spawn(plan, command, self._hostname(), self.options.network, stdio.fds,
+                                    stdio.for_pid1, ready_w)
+                forwarded.to(pid1)
+                os.close(ready_w)
+                with _end_with(daemon, pid1):
+                    stdio.started()
+                    failure = _read_all(ready_r)
+                    write_state(self.directory, read_state(self.directory).running(pid1, os.getpid()))
+                    with contextlib.suppress(OSError):  # a caller gone away does not stop the container
+                        on_started(failure or None)
+                    code = self._watch(child, stdio, detached)
+                    pid1 = 0  # reaped
             stdio.close()
         except BaseException:
             if pid1:  # whatever failed here, the container does not outlive it
@@ -162,22 +164,21 @@ class Launch:
 
     # -- while it runs -----------------------------------------------------------------
 
-    def _watch(self, child: int, pid1: int, stdio: Stdio, detached: bool) -> int:
-        with _signals_to(pid1):
-            if detached:
-                log = LogWriter(self.directory)
-                try:
-                    sources = {stdio.master: STDOUT} if stdio.master is not None else stdio.pipes or {}
-                    pump({fd: log.sink(stream) for fd, stream in sources.items()})
-                finally:
-                    log.close()
-            elif stdio.master is not None and self.options.interactive:  # the user's keys go in raw
-                with raw_terminal(0), window_follows(0, stdio.master):
-                    pump({stdio.master: write_all(1)}, (0, stdio.master))
-            elif stdio.master is not None:  # -t alone: Ctrl-C is a signal to this process, passed on
-                with window_follows(0, stdio.master):
-                    pump({stdio.master: write_all(1)})
-            _, status = os.waitpid(child, 0)
+    def _watch(self, child: int, stdio: Stdio, detached: bool) -> int:
+        if detached:
+            log = LogWriter(self.directory)
+            try:
+                sources = {stdio.master: STDOUT} if stdio.master is not None else stdio.pipes or {}
+                pump({fd: log.sink(stream) for fd, stream in sources.items()})
+            finally:
+                log.close()
+        elif stdio.master is not None and self.options.interactive:  # the user's keys go in raw
+            with raw_terminal(0), window_follows(0, stdio.master):
+                pump({stdio.master: write_all(1)}, (0, stdio.master))
+        elif stdio.master is not None:  # -t alone: Ctrl-C is a signal to this process, passed on
+            with window_follows(0, stdio.master):
+                pump({stdio.master: write_all(1)})
+        _, status = os.waitpid(child, 0)
         return exit_status(status)
 
     def _finish(self, code: int) -> None:
@@ -201,18 +202,36 @@ def remove(store: Store, container: Container, volumes: bool = True) -> None:
                 known.remove(known.get(name))
 
 
-@contextlib.contextmanager
-def _signals_to(pid: int) -> Iterator[None]:
-    """Pass the signals a user sends this process on to the container's pid 1."""
-    def forward(signum: int, _frame: object) -> None:
+class _SignalsForwarded:
+    """Pass the signals a user sends this process on to the container's pid 1. It is in
+    place before pid 1 exists, so a signal that comes while the container starts is kept
+    and passed on once `to` names pid 1, instead of killing the launcher."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.pending: list[int] = []
+        self.saved: dict[int, object] = {}
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        if not self.pid:
+            self.pending.append(signum)
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-    saved = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+            os.kill(self.pid, signum)
+
+    def to(self, pid: int) -> None:
+        self.pid = pid
+        for signum in self.pending:
+            self._forward(signum, None)
+        self.pending.clear()
+
+    def __enter__(self) -> "_SignalsForwarded":
+        self.saved = {sig: signal.signal(sig, self._forward) for sig in _FORWARDED}
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

@@ -132,9 +132,9 @@ def test_diff_plain_lines_filters_and_tree(fx: Layerfs) -> None:
     verbose = fx.run("diff", "fx", "--layer", "2", "-v", "--path", "/etc/motd").stdout
     assert verbose == "C /etc/motd  (content; 6 B -> 12 B)\n"
     tree = fx.run("diff", "fx", "--layer", "2", "--tree", "--path", "/new", "--path", "/data").stdout.splitlines()
-    assert tree == ["D data", "A new", "    A deep", "        A f"]
+    assert tree == ["D data/", "A new/", "    A deep/", "        A f"]
     tree = fx.run("diff", "fx", "--layer", "3", "--tree", "--kind", "modified").stdout.splitlines()
-    assert tree == ["C etc", "    C motd", "    C passwd"]
+    assert tree == ["C etc/", "    C motd", "    C passwd"]
 
 
 def test_range_is_the_net_change(fx: Layerfs) -> None:
@@ -170,11 +170,19 @@ def test_layer_errors_are_one_line(fx: Layerfs) -> None:
 
 
 def test_file_contents_diff_and_report_dir(fx: Layerfs) -> None:
-    text = fx.run("diff", "fx", "--layer", "2", "--", "/etc/motd").stdout
-    assert text == "--- a/etc/motd\n+++ b/etc/motd\n@@ -1 +1 @@\n-hello\n+hello world\n"
-    assert fx.run("diff", "fx", "--layer", "3", "--", "/etc/motd").stdout == ""
-    text = fx.run("diff", "fx", "--layer", "2", "--", "/app/c.txt").stdout
-    assert text.startswith("--- /dev/null\n+++ b/app/c.txt\n")
+    proc = fx.run("diff", "fx", "--layer", "2", "--", "/etc/motd", check=False)  # exit 1: it differs
+    assert (proc.returncode, proc.stdout) == (1, "--- a/etc/motd\n+++ b/etc/motd\n@@ -1 +1 @@\n-hello\n+hello world\n")
+    proc = fx.run("diff", "fx", "--layer", "3", "--", "/etc/motd", check=False)  # only its owner, as git says it
+    assert (proc.returncode, proc.stdout) == (1, "old owner 0:0\nnew owner 1000:0\n")
+    proc = fx.run("diff", "fx", "--layer", "2", "--", "/bin/tool", check=False)
+    assert proc.stdout == "old mode 100755\nnew mode 100700\n"
+    assert fx.run("diff", "fx", "--layer", "2", "--", "/etc/passwd").stdout == ""  # the same: exit 0
+    text = fx.run("diff", "fx", "--layer", "2", "--", "/app/c.txt", check=False).stdout
+    assert text.startswith("new file mode 100644\n--- /dev/null\n+++ b/app/c.txt\n")
+    proc = fx.run("diff", "fx", "--layer", "2", "--", "/etc", check=False)
+    assert proc.returncode == 2 and "/etc is a directory" in proc.stderr
+    proc = fx.run("diff", "fx", "--layer", "2", "--json", "--", "/etc/motd", check=False)
+    assert proc.returncode == 2 and "leave out --json" in proc.stderr
     proc = fx.run("diff", "fx", "--", "/etc/motd", check=False)
     assert proc.returncode == 2 and "two states" in proc.stderr
     report = fx.workdir / "report"
@@ -197,7 +205,10 @@ def test_image_pair_exit_codes_and_shared_layers(fx: Layerfs) -> None:
     doc = json.loads(proc.stdout)
     assert doc["shared_layers"] == 2 and doc["same"] is False
     assert doc["changes"] == LAYER3
-    assert doc["config"] == [{"key": "layers", "old": doc["config"][0]["old"], "new": doc["config"][0]["new"]}]
+    # fx@2's config is the image's cut after layer 2: its history and layers lack layer 3's.
+    assert [c["key"] for c in doc["config"]] == ["history", "layers"]
+    assert len(doc["config"][0]["old"]) == 2 and len(doc["config"][1]["old"]) == 2
+    assert json.loads(fx.run("history", "fx@2", "--json").stdout)[0]["created_by"] == "layerfs-tests layer 1"
     assert fx.run("diff", "fx", "no-such-image", check=False).returncode == 2
 
 
@@ -243,9 +254,10 @@ def test_analyze_figures_by_hand(fx: Layerfs) -> None:
     assert wasted["/etc/big"]["deleted_in"] == 2 and wasted["/data/sub/y"]["deleted_in"] == 2
     assert wasted["/etc/motd"]["deleted_in"] is None
     assert [p["path"] for p in doc["wasted_paths"][:2]] == ["/etc/big", "/bin/tool"]
-    readds = {r["layer"]: r for r in doc["metadata_readds"]}
-    assert (readds[2]["files"], readds[2]["size"], readds[2]["changed"]) == (3, 105, ["gid", "mode", "uid"])
-    assert (readds[3]["files"], readds[3]["size"], readds[3]["changed"]) == (2, 23, ["uid"])
+    # Grouped by layer and by what the re-adds change: a.txt nothing, keep its owner, tool its mode.
+    assert [(r["layer"], r["files"], r["size"], r["changed"]) for r in doc["metadata_readds"]] == [
+        (2, 1, 4, []), (2, 1, 1, ["gid", "uid"]), (2, 1, 100, ["mode"]), (3, 2, 23, ["uid"])]
+    assert doc["metadata_readds"][0]["fix"].startswith("do not add again")
     text = fx.run("analyze", "fx").stdout
     assert "Layer 3 stores 2 files again with the same content (23 B), changing only their uid" in text
 
@@ -286,7 +298,7 @@ def test_container_diff_uses_the_same_listing(fx: Layerfs) -> None:
     assert changes["/etc/passwd"]["changed"] == ["mode"]
     assert changes["/keep"] == {"path": "/keep", "kind": "deleted", "type": "file", "size": 1, "entries": 1}
     assert changes["/made"] == {"path": "/made", "kind": "added", "type": "file", "size": 5}
-    assert fx.run("diff", "c1", "--", "/etc/motd").stdout.endswith("-hello world\n+changed\n")
+    assert fx.run("diff", "c1", "--", "/etc/motd", check=False).stdout.endswith("-hello world\n+changed\n")
     assert fx.run("diff", "c1", "--kind", "D").stdout == "D /keep\n"
 
 

@@ -4,7 +4,8 @@
    directories it touches) are the trees a mount merges from scratch.
 2. What compare_states lists between any two states is what a naive comparison of
    the two trees' flat path maps gives, by the rules in layerfs/inspect/changes.py:
-   every added path; a deleted path only where its parent survives as a directory;
+   every added path; a deleted path only where its parent survives (as a directory, or
+   made a file or link: what the directory held is listed then);
    a modified path where type, content, mode, owner, link target or a file's mtime
    differ.
 """
@@ -76,8 +77,7 @@ def _flat(root: Node) -> dict[str, Node]:
 def _naive(old: Node, new: Node) -> list[tuple[str, str]]:
     a, b = _flat(old), _flat(new)
     found = [(p, "added") for p in b if p not in a]
-    found += [(p, "deleted") for p in a if p not in b and (_parent(p) == "" or b.get(_parent(p)) is not None
-                                                           and b[_parent(p)].kind == "d")]
+    found += [(p, "deleted") for p in a if p not in b and (_parent(p) == "" or _parent(p) in b)]
     for path in set(a) & set(b):
         x, y = a[path], b[path]
         same = (x.kind, x.mode, x.uid, x.gid, x.target, x.xattrs) == (y.kind, y.mode, y.uid, y.gid, y.target, y.xattrs)
@@ -87,7 +87,8 @@ def _naive(old: Node, new: Node) -> list[tuple[str, str]]:
             same = same and x.mtime_ns == y.mtime_ns
         if not same:
             found.append((path, "modified"))
-    return sorted(found)
+    return sorted(found, key=lambda change: change[0].split("/"))
+
 
 
 @settings(max_examples=EXAMPLES, deadline=None,

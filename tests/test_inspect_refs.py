@@ -195,8 +195,10 @@ def test_transport_ref_is_imported_once(lfs: Layerfs, busybox: list[bytes], tran
     ref, info, name = _source(lfs, transport, busybox)
     out = lfs.workdir / "layer1.tar"
     proc = lfs.run("export", ref, "--layer", "1", "-o", str(out))
-    assert proc.stderr.splitlines() == [f"layerfs: importing {ref} into the store"
-                                        + (f" as {name}" if name else "")], proc.stderr
+    short = info.config_digest.removeprefix("sha256:")[:12]
+    assert proc.stderr.splitlines() == [f"layerfs: importing {ref} into the store" + (
+        f" as {name}" if name else f" without a name, as image {short} (`layerfs tag {short} NAME` names it)")], \
+        proc.stderr
     assert sha256_file(out) == info.diff_ids[0]
     images = json.loads(lfs.run("images", "--json").stdout)
     assert [i["id"] for i in images] == [info.config_digest]
@@ -227,8 +229,10 @@ def test_transport_import_never_moves_a_name(lfs: Layerfs, busybox: list[bytes])
     other = import_image(lfs, [special_layer()], "dock:3")
     ref, info, _ = _source(lfs, "docker-archive", busybox)
     proc = lfs.run("export", ref, "--layer", "1", "-o", str(lfs.workdir / "l1.tar"))
+    short = info.config_digest.removeprefix("sha256:")[:12]
     assert proc.stderr.splitlines() == [f"layerfs: importing {ref} into the store without a "
-                                        "name (dock:3 names another image)"]
+                                        f"name (dock:3 names another image), as image {short} "
+                                        f"(`layerfs tag {short} NAME` names it)"]
     images = {i["id"]: i["names"] for i in json.loads(lfs.run("images", "--json").stdout)}
     assert images == {other.config_digest: ["dock:3"], info.config_digest: []}
 

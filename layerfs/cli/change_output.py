@@ -8,19 +8,23 @@ from collections.abc import Iterable
 
 from layerfs.cli.output import human_size, quote_path
 from layerfs.inspect.analyze import MetadataReadd, PathCopies
-from layerfs.inspect.changes import LETTER, MODIFIED, PathChange
-from layerfs.layer.index import DIRECTORY
+from layerfs.inspect.changes import LETTER, MODIFIED, TYPE_NAME, PathChange
+from layerfs.layer.index import DIRECTORY, REGULAR
 
 
 def details(change: PathChange) -> str:
-    """What -v adds after the path: what differs, and the sizes."""
+    """What -v adds after the path: what differs, and the sizes of files."""
     if change.kind == MODIFIED:
-        sizes = (f"{human_size(change.old_size)} -> {human_size(change.size)}"
-                 if change.old_size != change.size else human_size(change.size))
-        return f"  ({', '.join(change.fields)}; {sizes})"
+        fields = [f"type: {TYPE_NAME[change.old_type]} -> {TYPE_NAME[change.type]}" if f == "type" else f
+                  for f in change.fields]
+        if change.old_size != change.size:
+            fields.append(f"{human_size(change.old_size)} -> {human_size(change.size)}")
+        elif change.type == REGULAR:
+            fields.append(human_size(change.size))
+        return f"  ({'; '.join(fields)})"
     if change.entries > 1:
         return f"  ({change.entries} entries, {human_size(change.size)})"
-    return "" if change.type == DIRECTORY else f"  ({human_size(change.size)})"
+    return f"  ({human_size(change.size)})" if change.type == REGULAR else ""
 
 
 def print_lines(changes: Iterable[PathChange], verbose: bool) -> None:
@@ -41,7 +45,7 @@ def print_tree(changes: Iterable[PathChange], verbose: bool) -> None:
         for part in parts[depth:-1]:
             print("    " * len(shown) + "  " + quote_path(part) + "/")
             shown.append(part)
-        name = quote_path(parts[-1]) if parts else "/"
+        name = (quote_path(parts[-1]) + ("/" if change.type == DIRECTORY else "")) if parts else "/"
         print("    " * len(shown) + LETTER[change.kind] + " " + name + (details(change) if verbose else ""))
         if parts:
             shown.append(parts[-1])

@@ -78,14 +78,18 @@ def cmd_inspect(store: Store, args: argparse.Namespace) -> int | None:
         return tui.run(store, args.ref)
     catalog = Catalog(store)
     try:
-        image = catalog.resolve(args.ref)
-    except NotFound:
+        at = image_argument(store, args.ref)  # oci: and archives too, imported once
+    except NotFound as unknown:
         try:
             container = Containers(store).resolve(args.ref)
         except NotFound:
-            raise NotFound(f"no image or container {args.ref!r} in the store at {store.root}") from None
+            raise unknown from None
         print_json(container_inspection(store, container))
         return
+    if at.upto is not None:
+        raise BadInput(f"{args.ref}: inspect shows a whole image; REF@N is for history, diff, analyze, "
+                       "mount and export")
+    image = at.image
     layers = [{"digest": layer.digest, "diff_id": diff_id, "media_type": layer.media_type, "size": layer.size}
               for layer, diff_id in zip(image.manifest.layers, image.diff_ids)]
     if args.json:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from layerfs.cli.change_output import layers_of, print_lines, print_tree, readd_sentence
-from layerfs.cli.output import ago, human_size, print_json, quote_path, table
-from layerfs.cli.references import ImageAt, image_argument
+from layerfs.cli.output import ago, human_size, one_line, print_json, quote_path, short_digest, table
+from layerfs.cli.references import REF_HELP, ImageAt, inspected_image
 from layerfs.container.changes import container_changes, container_trees
 from layerfs.container.records import Containers
 from layerfs.errors import NotFound
@@ -25,7 +25,6 @@ from layerfs.union.tree import Node
 
 EXIT_DIFFERENT = 1
 EXIT_COMPARE_ERROR = 2  # diffoci's: a gate tells "different" from "could not compare"
-SHORT = 12
 
 
 def _kinds(text: str) -> set[str]:
@@ -41,10 +40,14 @@ def _kinds(text: str) -> set[str]:
     return kinds
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def _layer_range(text: str) -> tuple[int, int]:
     """--layer's type: N or N..M (1 is the base layer)."""
     first, sep, last = text.partition("..")
-    if not (first.isdigit() and (not sep or last.isdigit())):
+    if not (_digits(first) and (not sep or _digits(last))):
         raise argparse.ArgumentTypeError(f"{text!r} is not a layer number or range (N or N..M; 1 is the base)")
     low, high = int(first), int(last) if sep else int(first)
     if low > high:
@@ -58,8 +61,7 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
                 "(number, 1 = base; short digest), when and by what it was made, its size, and how\n"
                 "many paths it added, modified and deleted. Steps that made no layer (ENV, CMD...)\n"
                 "show as <empty layer>.")
-    p.add_argument("ref", metavar="REF", help="an image: name[:tag], digest, id, REF@N, or oci:DIR[:TAG], "
-                                              "oci-archive:FILE[:TAG], docker-archive:FILE")
+    p.add_argument("ref", metavar="REF", help=REF_HELP)
     p.add_argument("--no-trunc", action="store_true", help="show full digests and commands")
     p.add_argument("--json", action="store_true", help="print a JSON list, top first (schema: schemas/history.json)")
 
@@ -69,16 +71,17 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
                 "layerfs diff IMAGE --layer N      what layer N changed (N..M: the net change of a range)\n"
                 "layerfs diff IMAGE_A IMAGE_B      how B's files and config differ from A's; exits 0 when\n"
                 "                                  they are the same, 1 when they differ, 2 on error\n"
-                "... -- PATH                       a unified diff of one file (two states needed)\n\n"
+                "... -- PATH                       one file's diff (two states needed: --layer, two\n"
+                "                                  images or a container); exits 0 same, 1 different\n\n"
                 "Each path is A (added), C (modified: same path, but the type, content hash, mode,\n"
                 "owner, link target, device or xattrs differ, or a file's mtime) or D (deleted: a\n"
-                "whiteout, or a path an opaque directory hides; a directory is one line). A file\n"
-                "re-added with the same content, owner, mode and mtime is no change. A directory's\n"
+                "whiteout, a path an opaque directory hides, what a directory made a file held;\n"
+                "a deleted directory is one line). A file re-added with the same content, owner,\n"
+                "mode and mtime is no change. A directory's\n"
                 "mtime is never a change of its own. On a terminal the paths show as a tree;\n"
                 "piped, one per line, C-quoted where a name holds odd bytes.")
-    p.add_argument("refs", metavar="REF", nargs="+",
-                   help="a container, or one or two images (name[:tag], digest, id, REF@N, oci:..., "
-                        "oci-archive:..., docker-archive:...); then `-- PATH` for one file's diff")
+    p.usage = "layerfs diff [options] REF [REF_B] [-- PATH]"
+    p.add_argument("refs", metavar="REF", nargs="+", help="a container, or one or two images, each " + REF_HELP)
     p.add_argument("--layer", type=_layer_range, metavar="N[..M]",
                    help="only layer N's change, or the net change of layers N to M")
     p.add_argument("--semantic", action="store_true",
@@ -89,27 +92,35 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--path", action="append", default=[], metavar="PREFIX",
                    help="only paths at or below PREFIX (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="say what differs, with sizes")
-    p.add_argument("--tree", action="store_true", help="print a tree even when piped")
-    p.add_argument("--lines", action="store_true", help="print plain lines even on a terminal")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--tree", action="store_true", help="print a tree even when piped")
+    shape.add_argument("--lines", action="store_true", help="print plain lines even on a terminal")
     p.add_argument("--json", action="store_true",
                    help="print JSON (schemas: schemas/diff-changes.json, diff-layers.json, diff-images.json)")
-    p.set_defaults(error_exit_for=lambda a: EXIT_COMPARE_ERROR if len(a.refs) == 2 else None)
+    # Exit 1 means "different" for two images and for -- PATH, so their errors exit 2.
+    p.set_defaults(error_exit_for=lambda a: EXIT_COMPARE_ERROR if len(a.refs) == 2 or getattr(a, "file_path", None)
+                   else None)
     p.add_argument("--report-dir", metavar="DIR", type=Path,
                    help="two states: write the differing files of each side into DIR/old and "
                         "DIR/new, and the JSON report as DIR/report.json")
 
     p = command("analyze", cmd_analyze, "score an image's efficiency and find wasted space",
                 "Efficiency as dive scores it (per path, its smallest copy over all its copies; a\n"
-                "whiteout counts what it hides), and the space wasted: every copy of a path that\n"
+                "deleted path needs nothing), and the space wasted: every copy of a path that\n"
                 "the image does not show (overwritten, deleted, or made again only to change its\n"
                 "owner or mode, reported apart with the fix). --ci applies dive's CI rules, from\n"
                 "flags or from .dive-ci in the current directory (or --ci-config), and exits 1 when\n"
-                "a rule fails, one line per failed rule.")
-    p.set_defaults(error_exit_for=lambda a: EXIT_COMPARE_ERROR if a.ci else None)  # 1: a rule failed
-    p.add_argument("ref", metavar="REF", help="an image (name, digest, id, REF@N or a transport reference)")
-    p.add_argument("--top", type=int, default=10, metavar="N", help="how many wasted paths to list (default 10)")
+                "a rule fails, one line per failed rule (2 on an error). A rule flag or --ci-config\n"
+                "turns --ci on.")
+    p.set_defaults(error_exit_for=lambda a: EXIT_COMPARE_ERROR if _checks_rules(a) else None)  # 1: a rule failed
+    p.add_argument("ref", metavar="REF", help=REF_HELP)
+    p.add_argument("--top", type=int, metavar="N",
+                   help="how many wasted paths to list (default: 10; with --json, all)")
     p.add_argument("--json", action="store_true", help="print the analysis as JSON (schema: schemas/analyze.json)")
-    p.add_argument("--ci", action="store_true", help="check the rules; exit 1 when one fails")
+    p.add_argument("--ci", action="store_true",
+                   help="check the rules; exit 1 when one fails (dive also turns this on when CI=true; "
+                        "layerfs waits for the flag, so that a CI job's environment alone never "
+                        "changes what analyze prints or how it exits)")
     p.add_argument("--ci-config", type=Path, metavar="FILE",
                    help="dive's CI config file (default: .dive-ci in the current directory, if there)")
     p.add_argument("--lowest-efficiency", "--lowestEfficiency", metavar="RATIO",
@@ -121,24 +132,7 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
                         "base, 0-1 or disabled (default 0.1)")
 
 
-def _image(store: Store, ref: str, command: str) -> ImageAt:
-    """The image REF names; a container's name gets a pointer to what works for it."""
-    try:
-        return image_argument(store, ref)
-    except NotFound as unknown:
-        try:
-            container = Containers(store).resolve(ref)
-        except NotFound:
-            raise unknown from None
-        raise NotFound(f"{ref} is a container, and {command} takes an image: `layerfs diff {ref}` lists what "
-                       f"the container changed in its image {container.image_ref}") from None
-
-
 # -- history ------------------------------------------------------------------------
-
-def _short(digest: str, full: bool) -> str:
-    return digest if full else digest.removeprefix("sha256:")[:SHORT]
-
 
 def _layer_json(layer: Layer) -> dict[str, object]:
     return {"layer": layer.number, "digest": layer.digest, "diff_id": layer.diff_id,
@@ -146,7 +140,7 @@ def _layer_json(layer: Layer) -> dict[str, object]:
 
 
 def cmd_history(store: Store, args: argparse.Namespace) -> None:
-    at = _image(store, args.ref, "history")
+    at = inspected_image(store, args.ref, "history")
     layers = image_layers(store, at.image, at.diff_ids)
     entries = history(at.image, layers)
     if args.json:
@@ -157,14 +151,12 @@ def cmd_history(store: Store, args: argparse.Namespace) -> None:
         return
     rows = []
     for e in entries:
-        by = " ".join(e.created_by.split())
-        if not args.no_trunc and len(by) > 45:
-            by = by[:44] + "…"
+        by = one_line(e.created_by, None if args.no_trunc else 45)
         if e.layer is None:
             rows.append(["-", "<empty layer>", ago(e.created) if e.created else "", by, "0 B", "", "", "", e.comment])
             continue
         counts = e.layer.counts()
-        rows.append([str(e.layer.number), _short(e.layer.digest, args.no_trunc),
+        rows.append([str(e.layer.number), e.layer.digest if args.no_trunc else short_digest(e.layer.digest),
                      ago(e.created) if e.created else "", by, human_size(e.layer.size),
                      str(counts["added"]), str(counts["modified"]), str(counts["deleted"]), e.comment])
     table(["LAYER", "DIGEST", "CREATED", "CREATED BY", "SIZE", "ADDED", "MODIFIED", "DELETED", "COMMENT"], rows)
@@ -172,20 +164,26 @@ def cmd_history(store: Store, args: argparse.Namespace) -> None:
 
 # -- diff ---------------------------------------------------------------------------
 
+def _chosen(changes: list[PathChange], args: argparse.Namespace) -> list[PathChange]:
+    """The changes --kind and --path select."""
+    return list(select(changes, args.kind, [os.fsencode("/" + p.strip("/")) for p in args.path]))
+
+
 def _print_changes(changes: list[PathChange], args: argparse.Namespace) -> None:
-    chosen = select(changes, args.kind, [os.fsencode("/" + p.strip("/")) for p in args.path])
     tree = args.tree or (sys.stdout.isatty() and not args.lines)
-    (print_tree if tree else print_lines)(chosen, args.verbose)
+    (print_tree if tree else print_lines)(_chosen(changes, args), args.verbose)
 
 
 def _selected_json(changes: list[PathChange], args: argparse.Namespace) -> list[dict[str, object]]:
-    return [c.to_json() for c in select(changes, args.kind, [os.fsencode("/" + p.strip("/")) for p in args.path])]
+    return [c.to_json() for c in _chosen(changes, args)]
 
 
 def cmd_diff(store: Store, args: argparse.Namespace) -> int:
     refs, path = args.refs, getattr(args, "file_path", None)
     if len(refs) > 2:
         args.parser.error("give one or two references (a file to diff goes after --)")
+    if path is not None and args.json:
+        args.parser.error("-- PATH prints a diff of the file, not JSON: leave out --json")
     if len(refs) == 2:
         return _diff_images(store, args, refs, path)
     container = None
@@ -200,7 +198,7 @@ def cmd_diff(store: Store, args: argparse.Namespace) -> int:
         return _two_states(args, container_path_changes(found), base.root, current.root, path)
     if args.semantic:
         args.parser.error("--semantic compares two images: give REF_A REF_B")
-    at = _image(store, refs[0], "diff --layer" if args.layer else "diff")
+    at = inspected_image(store, refs[0], "diff --layer" if args.layer else "diff")
     layers = image_layers(store, at.image, at.diff_ids)
     if args.layer is not None:
         low, high = args.layer
@@ -219,12 +217,19 @@ def _two_states(args: argparse.Namespace, changes: list[PathChange], old: Node, 
     if args.report_dir is not None:
         write_report(args.report_dir, changes, old, new, {"changes": [c.to_json() for c in changes]})
     if path is not None:
-        sys.stdout.write(file_diff(old, new, path))
-    elif args.json:
+        return _print_file_diff(old, new, path)
+    if args.json:
         print_json(_selected_json(changes, args))
     else:
         _print_changes(changes, args)
     return 0
+
+
+def _print_file_diff(old: Node, new: Node, path: str) -> int:
+    """One file's diff between two states; exit 0 when it is the same, 1 when not (diff's)."""
+    text, differs = file_diff(old, new, path)
+    sys.stdout.write(text)
+    return EXIT_DIFFERENT if differs else 0
 
 
 def _every_layer(layers: list[Layer], args: argparse.Namespace) -> None:
@@ -237,8 +242,8 @@ def _every_layer(layers: list[Layer], args: argparse.Namespace) -> None:
                          changes=_selected_json(layer.changes, args)) for layer in layers])
         return
     for layer in layers:
-        by = " ".join(str(layer.history.get("created_by", "")).split())
-        print(f"# layer {layer.number}/{len(layers)} {_short(layer.digest, False)} {human_size(layer.size)}"
+        by = one_line(layer.history.get("created_by", ""))
+        print(f"# layer {layer.number}/{len(layers)} {short_digest(layer.digest)} {human_size(layer.size)}"
               + (f"  {by}" if by else ""))
         _print_changes(layer.changes, args)
 
@@ -246,16 +251,16 @@ def _every_layer(layers: list[Layer], args: argparse.Namespace) -> None:
 def _diff_images(store: Store, args: argparse.Namespace, refs: list[str], path: str | None) -> int:
     if args.layer is not None:
         args.parser.error("--layer takes one image; for two images use REF@N")
-    a, b = _image(store, refs[0], "a diff of two images"), _image(store, refs[1], "a diff of two images")
-    result = diff_images(store, a.image.config, a.diff_ids, b.image.config, b.diff_ids, args.semantic)
+    a, b = (inspected_image(store, ref, "a diff of two images") for ref in refs)
+    result = diff_images(store, a.config, a.diff_ids, b.config, b.diff_ids, args.semantic)
     doc = {"old": _side(a), "new": _side(b), "same": result.same, "semantic": args.semantic,
            "shared_layers": result.shared_layers, "config": [c.to_json() for c in result.config],
            "changes": [c.to_json() for c in result.files]}
     if args.report_dir is not None:
         write_report(args.report_dir, result.files, result.old_root, result.new_root, doc)
     if path is not None:
-        sys.stdout.write(file_diff(result.old_root, result.new_root, path))
-    elif args.json:
+        return _print_file_diff(result.old_root, result.new_root, path)
+    if args.json:
         print_json(dict(doc, changes=_selected_json(result.files, args)))
     else:
         for change in result.config:
@@ -286,24 +291,33 @@ def _ci_settings(args: argparse.Namespace) -> dict[str, str]:
     return settings
 
 
+def _checks_rules(args: argparse.Namespace) -> bool:
+    """--ci, or what only --ci uses (dive's flags are "only valid with --ci")."""
+    return args.ci or args.ci_config is not None or any(
+        value is not None for value in (args.lowest_efficiency, args.highest_wasted_bytes,
+                                        args.highest_user_wasted_percent))
+
+
 def cmd_analyze(store: Store, args: argparse.Namespace) -> int:
-    if args.top < 0:
+    if args.top is not None and args.top < 0:
         args.parser.error("--top takes a count of 0 or more")
+    args.ci = _checks_rules(args)
     settings = _ci_settings(args) if args.ci else {}
-    at = _image(store, args.ref, "analyze")
+    at = inspected_image(store, args.ref, "analyze")
     result = analyze(image_layers(store, at.image, at.diff_ids))
     rules = ci_rules.evaluate(result, settings) if args.ci else []
+    top = args.top if args.top is not None else (len(result.paths) if args.json else 10)
     failed = [r for r in rules if r.status == "fail"]
     if args.json:
         print_json({"image": at.label, "id": at.image.id, "size": result.size, "user_size": result.user_size,
                     "efficiency": result.efficiency, "wasted": result.wasted,
                     "user_wasted_ratio": result.user_wasted_ratio,
-                    "wasted_paths": [p.to_json() for p in result.paths[:args.top]],
+                    "wasted_paths": [p.to_json() for p in result.paths[:top]],
                     "wasted_path_count": len(result.paths),
                     "metadata_readds": [m.to_json() for m in result.metadata_readds],
                     **({"rules": [r.to_json() for r in rules], "passed": not failed} if args.ci else {})})
     else:
-        _print_analysis(at, result, args.top)
+        _print_analysis(at, result, top)
         for rule in rules:
             print(f"{rule.status.upper()}: {rule.rule}: {rule.message}")
     for rule in failed:

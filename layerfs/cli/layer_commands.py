@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from layerfs.cli.progress import progress_for_terminal
-from layerfs.cli.references import ImageAt, image_argument, layer_number
+from layerfs.cli.references import REF_HELP, ImageAt, inspected_image, layer_number
 from layerfs.container.commit import write_tree
 from layerfs.errors import BadInput, LayerfsError, NotFound
 from layerfs.layer.compression import decompressed
@@ -22,10 +22,6 @@ from layerfs.store.layout import Store, atomic_writer
 from layerfs.union.build import merged_tree
 
 CHUNK = 1 << 20
-REF_HELP = ("an image: name[:tag], name@sha256:DIGEST or an id (prefix); REF@N for the image as "
-            "it was after its layer N (1 is the base, as `layerfs inspect` numbers them); or "
-            "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], imported into the "
-            "store first (once: the same image is found there the next time)")
 
 
 def register(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -50,7 +46,7 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 def cmd_export(store: Store, args: argparse.Namespace) -> None:
     target = _destination(args.output)
-    at = image_argument(store, args.ref)
+    at = inspected_image(store, args.ref, "export")
     layer = at.layer(args.layer) if args.layer is not None else None
     with progress_for_terminal(False) as progress, _writing(target) as out:
         if layer is None:
@@ -89,10 +85,13 @@ def _destination(text: str | None) -> Path | None:
                            "standard output to a file or a pipe")
         return None
     path = Path(os.path.abspath(text))
-    if path.is_dir():
-        raise BadInput(f"{path} is a directory: give -o the name of the file to write")
-    if not path.parent.is_dir():
-        raise NotFound(f"cannot write {path}: directory {path.parent} does not exist")
+    try:
+        if path.is_dir():
+            raise BadInput(f"{path} is a directory: give -o the name of the file to write")
+        if not path.parent.is_dir():
+            raise NotFound(f"cannot write {path}: directory {path.parent} does not exist")
+    except OSError as e:  # a directory on the way this user may not search
+        raise LayerfsError(f"cannot write {path}: {(e.strerror or str(e)).lower()}") from None
     return path
 
 

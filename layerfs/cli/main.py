@@ -103,7 +103,10 @@ def _parser() -> argparse.ArgumentParser:
                 "modified (C) and deleted (D); enter on a file shows it, or its diff; w shows the\n"
                 "wasted space; the footer lists the keys. It needs a terminal. Its REF may also be\n"
                 "REF@N or an oci:, oci-archive: or docker-archive: source (imported first, once).")
-    p.add_argument("ref", metavar="REF", help="name[:tag], name@sha256:DIGEST, or an image id (prefix)")
+    p.add_argument("ref", metavar="REF",
+                   help="a container (name or id), or an image: name[:tag], name@sha256:DIGEST, an id "
+                        "(prefix), or oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF] "
+                        "(imported first, once); with --tui also REF@N")
     p.add_argument("--json", action="store_true", help="print manifest, config and layers as JSON")
     p.add_argument("--tui", action="store_true",
                    help="browse the layers and their changes interactively (needs a terminal)")

@@ -136,6 +136,17 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
         sys.stdout.write("   ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
 
 
+def one_line(text: object, limit: int | None = None) -> str:
+    """`text` on one line (runs of white space as one space), cut to `limit` with "…"."""
+    line = " ".join(str(text).split())
+    return line if limit is None or len(line) <= limit else line[:limit - 1] + "…"
+
+
+def short_digest(digest: str) -> str:
+    """The first 12 hex digits of a sha256 digest, as docker shows ids."""
+    return digest.removeprefix("sha256:")[:12]
+
+
 def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 

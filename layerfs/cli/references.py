@@ -17,10 +17,13 @@ wins over a transport of the same spelling (an image named `oci` tagged `v1`).
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from layerfs.cli.progress import progress_for_terminal
+from layerfs.container.records import Containers
 from layerfs.errors import BadInput, LayerfsError, NotFound
 from layerfs.image.catalog import Catalog, Image, reference_name
 from layerfs.image.importer import import_image
@@ -31,6 +34,10 @@ from layerfs.store.digest import sha256_of
 from layerfs.store.layout import Store
 
 NEW_EACH_TIME = ("dir", "tar")  # transports that make a new image on every import
+REF_HELP = ("an image: name[:tag], name@sha256:DIGEST or an id (prefix); REF@N for the image as "
+            "it was after its layer N (1 is the base, as `layerfs inspect` numbers them); or "
+            "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], imported into the "
+            "store first (once: the same image is found there the next time)")
 
 
 @dataclass
@@ -46,6 +53,30 @@ class ImageAt:
         """The layer chain to merge: all of the image's, or its first `upto`."""
         ids = self.image.diff_ids
         return ids if self.upto is None else ids[:self.upto]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The image's config, or for REF@N the config of the image after layer N: its
+        history up to that layer (and the steps that made no layer before the next one),
+        its rootfs those N layers, created when the last step kept was."""
+        if self.upto is None:
+            return self.image.config
+        config = copy.deepcopy(self.image.config)
+        steps, layers = [], 0
+        for step in config.get("history") or []:
+            if isinstance(step, dict) and not step.get("empty_layer"):
+                if layers == self.upto:
+                    break
+                layers += 1
+            steps.append(step)
+        if "history" in config:
+            config["history"] = steps
+            created = next((s.get("created") for s in reversed(steps) if isinstance(s, dict) and s.get("created")),
+                           None)
+            if created:
+                config["created"] = created
+        config.setdefault("rootfs", {})["diff_ids"] = self.diff_ids
+        return config
 
     @property
     def name(self) -> str:
@@ -93,6 +124,20 @@ def image_argument(store: Store, text: str) -> ImageAt:
         _check_range(upto, len(image.diff_ids), at.name, text)
         at.upto = upto
     return at
+
+
+def inspected_image(store: Store, text: str, command: str) -> ImageAt:
+    """`image_argument` for a command that takes only images: a container's name is
+    told apart from an unknown reference, with what works for a container instead."""
+    try:
+        return image_argument(store, text)
+    except NotFound as unknown:
+        try:
+            container = Containers(store).resolve(text)
+        except NotFound:
+            raise unknown from None
+        raise BadInput(f"{text} is a container, and {command} takes an image: `layerfs diff {text}` lists "
+                       f"what the container changed in its image {container.image_ref}") from None
 
 
 def split_layer_number(text: str) -> tuple[str, int | None]:
@@ -148,6 +193,9 @@ def _from_transport(store: Store, catalog: Catalog, text: str) -> Image:
         return stored
     name, note = _name_for(catalog, source)
     source.name = name
+    if name is None and source.config is not None:  # how to find it again, and name it
+        short = sha256_of(source.config).removeprefix("sha256:")[:12]
+        note = f"{note or ' without a name'}, as image {short} (`layerfs tag {short} NAME` names it)"
     print(f"layerfs: importing {text} into the store{note}", file=sys.stderr)
     with progress_for_terminal(False) as progress:
         image, _ = import_image(store, source, name, progress)  # closes the source

@@ -33,9 +33,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static, Tree
 from textual.worker import Worker, WorkerState
 
-from layerfs.cli.output import human_size
+from layerfs.cli.output import human_size, one_line, short_digest
 from layerfs.cli.references import ImageAt, image_argument
-from layerfs.cli.tui_panes import image_summary, layer_details, one_line, tree_title
+from layerfs.cli.tui_panes import image_summary, layer_details, tree_title
 from layerfs.cli.tui_screens import ContentScreen, WastedScreen, entry_text
 from layerfs.cli.tui_tree import UNMODIFIED, ChangeView, Entry, FileTree, More, shown_name
 from layerfs.inspect.analyze import Analysis, analyze
@@ -46,7 +46,6 @@ from layerfs.store.layout import Store
 from layerfs.union.tree import Node
 
 SYNC_LIMIT = 5000  # index rows below which a layer's changes are computed at once
-SHORT = 12
 MAIN_ONLY = {"focus_next", "changed_only", "kind", "aggregate", "collapse", "wasted"}
 
 
@@ -119,7 +118,7 @@ class InspectApp(App):
     def on_mount(self) -> None:
         table = self.query_one("#layers", DataTable)
         for layer in self.layers:
-            table.add_row(str(layer.number), layer.digest.removeprefix("sha256:")[:SHORT],
+            table.add_row(str(layer.number), short_digest(layer.digest),
                           human_size(layer.size), one_line(layer.history.get("created_by", ""), 60),
                           key=str(layer.number))
         table.focus()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from layerfs.cli.output import ago, human_size
+from layerfs.cli.output import ago, human_size, one_line
 from layerfs.cli.references import ImageAt
 from layerfs.cli.tui_tree import STYLE, UNMODIFIED, ChangeView
 from layerfs.inspect.analyze import Analysis
@@ -13,11 +13,6 @@ from layerfs.inspect.changes import ADDED, DELETED, LETTER, MODIFIED
 from layerfs.inspect.layers import Layer
 
 KEY_KIND = {"1": ADDED, "2": MODIFIED, "3": DELETED}
-
-
-def one_line(text: object, limit: int) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def _counts(text: Text, view: ChangeView) -> None:
@@ -47,7 +42,7 @@ def layer_details(layer: Layer, total: int, own: ChangeView | None) -> Text:
     if h.get("created"):
         text.append(f"created {h['created']} ({ago(str(h['created']))})\n")
     if h.get("created_by"):
-        text.append(f"command {one_line(h['created_by'], 1000)}\n")
+        text.append(f"command {one_line(h['created_by'])}\n")
     if h.get("comment"):
         text.append(f"comment {h['comment']}\n")
     if own is None:

@@ -12,9 +12,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static
 
+from layerfs.cli.change_output import layers_of, readd_sentence
 from layerfs.cli.output import human_size
 from layerfs.errors import LayerfsError
-from layerfs.cli.change_output import layers_of, readd_sentence
 from layerfs.inspect.analyze import Analysis
 from layerfs.inspect.changes import MODIFIED
 from layerfs.inspect.contents import file_diff
@@ -74,10 +74,10 @@ def entry_text(before: Node, after: Node, path: bytes, node: Node, kind: str | N
     """(text, is a diff): a modified file's diff of the two states, else its contents."""
     if kind == MODIFIED and node.kind in (REGULAR, SYMLINK):
         try:
-            diff = file_diff(before, after, os.fsdecode(path))
+            diff, differs = file_diff(before, after, os.fsdecode(path))
         except LayerfsError:  # the older one was no file (a type change): show the new one
-            diff = ""
-        if diff:
+            diff, differs = "", False
+        if differs:
             return diff, True
     try:
         return node_text(node), False

@@ -26,7 +26,6 @@ from layerfs.inspect.changes import lookup
 from layerfs.inspect.layers import Layer
 from layerfs.layer.index import DIRECTORY, REGULAR, Entry
 from layerfs.union.compare import content_id
-from layerfs.union.tree import Node
 
 REMEDY = ("set owners and modes where the files are made (COPY --chown/--chmod, or chown/chmod "
           "in the same RUN step that creates them), not in a later layer")
@@ -49,8 +48,8 @@ class PathCopies:
 
 @dataclass
 class MetadataReadd:
-    """A layer that re-adds files below it with the same content: only owner, mode or
-    nothing at all changed, yet every byte is stored again."""
+    """Files a layer re-adds with the content they have below, all changing the same
+    (owner, mode, or nothing at all), yet every byte stored again."""
 
     layer: int
     files: int = 0
@@ -93,7 +92,7 @@ def analyze(layers: list[Layer]) -> Analysis:
             removals.below[path] = removals.below.get(path, ()) + (layer.number,)
         for path in index.whiteouts:
             removals.at[path] = removals.at.get(path, ()) + (layer.number,)
-        readd = MetadataReadd(layer.number)
+        readds_here: dict[frozenset[str], MetadataReadd] = {}  # by what the re-adds change
         for entry in index.entries:
             if entry.kind == DIRECTORY:
                 continue
@@ -103,21 +102,23 @@ def analyze(layers: list[Layer]) -> Analysis:
                 found = copies[entry.path] = PathCopies("/" + entry.path)
             found.copies.append((layer.number, size))
             if len(found.copies) > 1 and entry.kind == REGULAR and entry.payload:
-                _note_readd(readd, layer.before, entry)
-        if readd.files:
-            readds.append(readd)
+                _note_readd(readds_here, layer, entry)
+        readds.extend(sorted(readds_here.values(), key=lambda r: sorted(r.changed)))
     return _score(layers, copies, readds, removals)
 
 
-def _note_readd(readd: MetadataReadd, below: Node, entry: Entry) -> None:
-    """Count `entry` in `readd` if the tree below holds the same content at its path."""
-    old = lookup(below, os.fsencode(entry.path))
+def _note_readd(readds: dict[frozenset[str], MetadataReadd], layer: Layer, entry: Entry) -> None:
+    """Count `entry` as a re-add if the tree below holds the same content at its path."""
+    old = lookup(layer.before, os.fsencode(entry.path))
     if old is None or old.kind != REGULAR or content_id(old) != entry.payload:
         return
+    changed = frozenset(name for name, a, b in (("uid", old.uid, entry.uid), ("gid", old.gid, entry.gid),
+                                                 ("mode", old.mode, entry.mode)) if a != b)
+    readd = readds.get(changed)
+    if readd is None:
+        readd = readds[changed] = MetadataReadd(layer.number, changed=set(changed))
     readd.files += 1
     readd.size += entry.size
-    readd.changed.update(name for name, a, b in (("uid", old.uid, entry.uid), ("gid", old.gid, entry.gid),
-                                                  ("mode", old.mode, entry.mode)) if a != b)
     if len(readd.examples) < 5:
         readd.examples.append("/" + entry.path)
 

@@ -9,8 +9,8 @@ their first layers.
 Rules, the same for all:
 - added: a path only the newer state has; below an added directory every path is listed;
 - deleted: a path only the older state has (a whiteout, an opaque directory hiding it,
-  a directory replaced); a deleted directory is one line, with everything it held in
-  its size and entry count;
+  a directory that became a file or a link); a deleted directory is one line, with
+  everything it held in its size and entry count;
 - modified: a path both hold whose FIELDS differ. A file re-added with the same content
   hash, owner and mode (and, unless times are ignored, mtime) is no change: a reader
   cannot tell it from the copy below. It still costs a copy, which `analyze` counts.
@@ -112,10 +112,16 @@ def compare_states(old_root: Node, new_root: Node, times: bool = True) -> list[P
             elif fields := differences(old, new, times):
                 found.append(PathChange(child_path, MODIFIED, new.kind, _own_size(new), fields,
                                         _own_size(old), old_type=old.kind if "type" in fields else ""))
-            if new.kind == DIRECTORY:
+            if new.kind == DIRECTORY or (old is not None and old.kind == DIRECTORY):
+                # Below a directory made a file, what the directory held is deleted.
                 stack.append((old if old is not None and old.kind == DIRECTORY else None, new, child_path))
-    found.sort(key=lambda c: c.path)
+    found.sort(key=tree_order)
     return found
+
+
+def tree_order(change: PathChange) -> list[bytes]:
+    """Sort key: a directory's entries right after it (/a, /a/x, /a.b), as a tree lists them."""
+    return change.path.split(b"/")
 
 
 def container_path_changes(changes: Iterable[Change]) -> list[PathChange]:
@@ -136,7 +142,7 @@ def container_path_changes(changes: Iterable[Change]) -> list[PathChange]:
                 continue
             found.append(PathChange(change.path, MODIFIED, new.kind, _own_size(new), fields,  # type: ignore[union-attr]
                                     _own_size(old), old_type=old.kind if "type" in fields else ""))
-    found.sort(key=lambda c: c.path)
+    found.sort(key=tree_order)
     return found
 
 

@@ -7,7 +7,7 @@ A `.dive-ci` file (YAML) holds
       highest-user-wasted-percent: 0.2  # fail above this ratio of wasted to user bytes
 any of them `disabled`. dive's defaults apply to a rule no file or flag sets: 0.9,
 disabled, 0.1. Sizes are read as go-humanize's ParseBytes reads them (MB = 1000^2,
-MiB = 1024^2).
+MiB = 1024^2), without its thousands separators.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from layerfs.inspect.analyze import Analysis
 LOWEST_EFFICIENCY = "lowest-efficiency"
 HIGHEST_WASTED_BYTES = "highest-wasted-bytes"
 HIGHEST_USER_WASTED_PERCENT = "highest-user-wasted-percent"
-DEFAULTS = {LOWEST_EFFICIENCY: "0.9", HIGHEST_WASTED_BYTES: "disabled", HIGHEST_USER_WASTED_PERCENT: "0.1"}
 DISABLED = "disabled"
+DEFAULTS = {LOWEST_EFFICIENCY: "0.9", HIGHEST_WASTED_BYTES: DISABLED, HIGHEST_USER_WASTED_PERCENT: "0.1"}
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "t": 1000**4, "tb": 1000**4, "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2,
@@ -52,7 +52,7 @@ def read_config(path: Path) -> dict[str, str]:
     import yaml
 
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_bytes())
     except OSError as e:
         raise BadInput(f"cannot read {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
@@ -62,9 +62,9 @@ def read_config(path: Path) -> dict[str, str]:
         return {}
     if not isinstance(rules, dict):
         raise BadInput(f"{path}: `rules` must be a mapping of rule names to values")
-    unknown = set(rules) - set(DEFAULTS)
+    unknown = sorted(str(key) for key in rules if key not in DEFAULTS)
     if unknown:
-        raise BadInput(f"{path}: unknown rule {sorted(unknown)[0]!r} (known: {', '.join(DEFAULTS)})")
+        raise BadInput(f"{path}: unknown rule {unknown[0]!r} (known: {', '.join(DEFAULTS)})")
     return {key: str(value) for key, value in rules.items()}
 
 

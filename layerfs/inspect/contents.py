@@ -10,21 +10,24 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from layerfs.errors import BadInput, NotFound
-from layerfs.inspect.changes import DELETED, PathChange, lookup
-from layerfs.layer.index import REGULAR, SYMLINK
+from layerfs.errors import BadInput, LayerfsError, NotFound
+from layerfs.inspect.changes import DELETED, TYPE_NAME, PathChange, lookup
+from layerfs.layer.index import DIRECTORY, REGULAR, SYMLINK
+from layerfs.union.compare import content_id
 from layerfs.union.tree import Node
 
 TEXT_LIMIT = 16 * 1024 * 1024  # a file beyond this is not diffed line by line
 
 
-def _read(node: Node | None) -> bytes | None:
+def _read(node: Node | None, label: str) -> bytes | None:
+    """The text to compare: a file's bytes ("" when absent), a link's target; None for a
+    file too big to diff line by line."""
     if node is None:
-        return None
+        return b""
     if node.kind == SYMLINK:
         return b"-> " + node.target + b"\n"
     if node.kind != REGULAR:
-        raise BadInput("only regular files and symlinks have contents to diff")
+        raise BadInput(f"{label} is a {TYPE_NAME[node.kind]}: only files and symlinks have contents to diff")
     if node.size > TEXT_LIMIT:
         return None
     if not node.payload:
@@ -33,44 +36,86 @@ def _read(node: Node | None) -> bytes | None:
         return f.read()
 
 
-def file_diff(old_root: Node, new_root: Node, path: str) -> str:
-    """A unified diff of the file at `path` in both states ("" when equal); a binary or
-    huge file gives one line saying that they differ."""
+def _metadata(old: Node | None, new: Node | None) -> list[str]:
+    """git's lines for what differs beside the content: old/new mode, and owners."""
+    if old is None or new is None:
+        return [f"new file mode {new.st_mode:o}" if new is not None else f"deleted file mode {old.st_mode:o}"]  # type: ignore[union-attr]
+    lines = []
+    if old.st_mode != new.st_mode:
+        lines += [f"old mode {old.st_mode:o}", f"new mode {new.st_mode:o}"]
+    if (old.uid, old.gid) != (new.uid, new.gid):
+        lines += [f"old owner {old.uid}:{old.gid}", f"new owner {new.uid}:{new.gid}"]
+    return lines
+
+
+def file_diff(old_root: Node, new_root: Node, path: str) -> tuple[str, bool]:
+    """(a diff of the file at `path` in both states, as git prints one: mode and owner
+    lines, then the unified diff of the contents; whether they differ at all). A binary
+    file, or one beyond 16 MiB, gives one line saying that the contents differ."""
     raw = os.fsencode("/" + path.strip("/"))
+    label = os.fsdecode(raw)
     old, new = lookup(old_root, raw), lookup(new_root, raw)
     if old is None and new is None:
-        raise NotFound(f"{path}: no such file in either state")
-    a, b = _read(old), _read(new)
-    if a == b and (old is None) == (new is None):
-        return ""
-    label = os.fsdecode(raw)
-    if (a is None and old is not None) or (b is None and new is not None) or b"\0" in (a or b"") + (b or b""):
-        return f"Binary files a{label} and b{label} differ\n"
-    lines = difflib.unified_diff((a or b"").decode("utf-8", "replace").splitlines(keepends=True),
-                                 (b or b"").decode("utf-8", "replace").splitlines(keepends=True),
-                                 "/dev/null" if old is None else f"a{label}",
-                                 "/dev/null" if new is None else f"b{label}")
-    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+        raise NotFound(f"{label}: no such file in either state")
+    same_content = (old is not None and new is not None and old.kind == new.kind == REGULAR
+                    and not old.upper and not new.upper and content_id(old) == content_id(new))
+    a, b = (None, None) if same_content else (_read(old, label), _read(new, label))
+    header = _metadata(old, new)
+    if same_content or a == b:
+        return "".join(f"{line}\n" for line in header), bool(header)
+    if a is None or b is None or b"\0" in a + b:
+        body = f"Binary files {'/dev/null' if old is None else 'a' + label} and " \
+               f"{'/dev/null' if new is None else 'b' + label} differ\n"
+    else:
+        lines = difflib.unified_diff(a.decode("utf-8", "replace").splitlines(keepends=True),
+                                     b.decode("utf-8", "replace").splitlines(keepends=True),
+                                     "/dev/null" if old is None else f"a{label}",
+                                     "/dev/null" if new is None else f"b{label}")
+        body = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                       for line in lines)
+    return "".join(f"{line}\n" for line in header) + body, True
 
 
 def write_report(directory: Path, changes: Iterable[PathChange], old_root: Node, new_root: Node,
                  doc: dict[str, object]) -> None:
-    """DIR/old/PATH and DIR/new/PATH for every differing regular file (as each side has
-    it), and DIR/report.json. DIR must be new or empty, so nothing of the user's is
-    overwritten; paths come from validated indexes, never `..` or absolute."""
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+    """DIR/old/PATH and DIR/new/PATH for every differing file and symlink as each side has
+    it (a deleted directory with all it held), and DIR/report.json. DIR must be new or
+    empty, so nothing of the user's is overwritten; paths come from validated indexes,
+    never `..` or absolute."""
+    if directory.exists() and not directory.is_dir():
+        raise BadInput(f"report directory {directory} is not a directory")
+    if directory.exists() and any(directory.iterdir()):
         raise BadInput(f"report directory {directory} exists and is not empty")
-    directory.mkdir(parents=True, exist_ok=True)
-    for change in changes:
-        sides = [("old", old_root)] + ([] if change.kind == DELETED else [("new", new_root)])
-        for side, root in sides:
-            node = lookup(root, change.path)
-            if node is None or node.kind != REGULAR:
-                continue
-            target = directory / side / os.fsdecode(change.path.lstrip(b"/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if node.payload:
-                shutil.copyfile(node.payload, target)
-            else:
-                target.touch()
-    (directory / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for change in changes:
+            sides = [("old", old_root)] + ([] if change.kind == DELETED else [("new", new_root)])
+            for side, root in sides:
+                node = lookup(root, change.path)
+                # A deleted directory is one change: all it held goes along. Other directories'
+                # entries are changes of their own.
+                if node is not None and (node.kind != DIRECTORY or change.kind == DELETED):
+                    _write_tree(directory / side, change.path, node)
+        (directory / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
+    except OSError as e:
+        raise LayerfsError(f"cannot write the report into {directory}: {(e.strerror or str(e)).lower()}") from None
+
+
+def _write_tree(base: Path, path: bytes, node: Node) -> None:
+    """Write `node` (a directory with every file and link below it) at base/path."""
+    stack = [(path, node)]
+    while stack:
+        path, node = stack.pop()
+        target = base / os.fsdecode(path.lstrip(b"/"))
+        if node.kind == DIRECTORY:
+            stack.extend((path + b"/" + name, child) for name, child in node.children.items())  # type: ignore[union-attr]
+            continue
+        if node.kind not in (REGULAR, SYMLINK):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if node.kind == SYMLINK:
+            os.symlink(node.target, target)
+        elif node.payload:
+            shutil.copyfile(node.payload, target)
+        else:
+            target.touch()

@@ -70,12 +70,17 @@ def diff_images(store: Store, old_config: dict[str, Any], old_ids: list[str],
     shared = shared_prefix(old_ids, new_ids)
     base = apply_layers(store, tree, old_ids[:shared])
     old_root = apply_layers(store, tree, old_ids[shared:])
-    tree.root = base  # states are persistent: the second chain continues from the shared one
+    tree.resume(base)  # states are persistent: the second chain continues from the shared one
     new_root = apply_layers(store, tree, new_ids[shared:])
     files = compare_states(old_root, new_root, times=not semantic)
     return ImageDiff(old_root, new_root, files,
                      config_changes(old_config, new_config, old_ids, new_ids, semantic), shared)
 
 
-def render_value(value: Any) -> str:
-    return json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+def render_value(value: Any, limit: int = 100) -> str:
+    """A config value on part of one line: a long list as its length (the history of an
+    image is hundreds of lines; --json has it all)."""
+    if isinstance(value, list) and len(text := json.dumps(value, sort_keys=True)) > limit:
+        return f"[{len(value)} entries]"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[:limit - 1] + "…"

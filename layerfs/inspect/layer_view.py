@@ -9,9 +9,8 @@ file `.wh.NAME` beside where NAME was, an opaque directory with an empty file
 
 from __future__ import annotations
 
-from layerfs.errors import LayerfsError
 from layerfs.layer.index import DIRECTORY, REGULAR, Entry, LayerIndex
-from layerfs.layer.stored import is_unpacked, layer_dir, load_index
+from layerfs.layer.stored import layer_dir, load_index, require_unpacked
 from layerfs.layer.unpack import OPAQUE_MARKER, WHITEOUT_PREFIX
 from layerfs.store.layout import Store
 from layerfs.union.tree import MergedTree
@@ -39,6 +38,5 @@ def with_markers(index: LayerIndex) -> LayerIndex:
 
 def layer_view(store: Store, diff_id: str) -> MergedTree:
     """The tree of layer `diff_id` alone, whiteouts and opaque markers as files."""
-    if not is_unpacked(store, diff_id):
-        raise LayerfsError(f"layer {diff_id} is not unpacked in {store.root}; import the image again")
+    require_unpacked(store, [diff_id])
     return MergedTree.merge([(layer_dir(store, diff_id), with_markers(load_index(store, diff_id)))])

@@ -8,11 +8,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from layerfs.errors import LayerfsError
 from layerfs.image.catalog import Image
 from layerfs.inspect.changes import ADDED, DELETED, MODIFIED, PathChange, compare_states
 from layerfs.layer.index import LayerIndex
-from layerfs.layer.stored import is_unpacked, layer_dir, load_index, unpacked_size
+from layerfs.layer.stored import layer_dir, load_index, require_unpacked, unpacked_size
 from layerfs.store.layout import Store
 from layerfs.union.build import no_gc_while_building
 from layerfs.union.tree import MergedTree, Node
@@ -103,12 +102,6 @@ class HistoryEntry:
     layer: Layer | None
 
 
-def _check_unpacked(store: Store, diff_ids: list[str]) -> None:
-    missing = [d for d in diff_ids if not is_unpacked(store, d)]
-    if missing:
-        raise LayerfsError(f"layer {missing[0]} is not unpacked in {store.root}; import the image again")
-
-
 def _layer_history(config: dict[str, Any], count: int) -> list[dict[str, Any]]:
     """The history entry of each layer: the entries that are not empty_layer, in order
     (when the config's history does not match the layers, none)."""
@@ -119,7 +112,7 @@ def _layer_history(config: dict[str, Any], count: int) -> list[dict[str, Any]]:
 def apply_layers(store: Store, tree: MergedTree, diff_ids: list[str]) -> Node:
     """Add layers to a layered tree (the states before stay as they were); return the
     root after them."""
-    _check_unpacked(store, diff_ids)
+    require_unpacked(store, diff_ids)
     with no_gc_while_building():
         for diff_id in diff_ids:
             tree.apply_layer(load_index(store, diff_id), layer_dir(store, diff_id))
@@ -130,10 +123,10 @@ def image_layers(store: Store, image: Image, diff_ids: list[str] | None = None) 
     """The image's layers (or its first ones: `diff_ids` a prefix of the image's), each
     with its history entry; their indexes and states load when first asked for."""
     diff_ids = image.diff_ids if diff_ids is None else diff_ids
-    _check_unpacked(store, diff_ids)
-    history = _layer_history(image.config, len(image.diff_ids))
+    require_unpacked(store, diff_ids)
+    steps = _layer_history(image.config, len(image.diff_ids))
     states = _States(store, diff_ids)
-    return [Layer(number, diff_id, descriptor.digest, descriptor.size, history[number - 1], states)
+    return [Layer(number, diff_id, descriptor.digest, descriptor.size, steps[number - 1], states)
             for number, (diff_id, descriptor) in enumerate(zip(diff_ids, image.manifest.layers), 1)]
 
 

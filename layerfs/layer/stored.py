@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerfs.errors import LayerfsError
 from layerfs.layer.compression import decompressed, sniff
 from layerfs.layer.index import LayerIndex
 from layerfs.layer.unpack import unpack
@@ -30,6 +31,13 @@ def layer_dir(store: Store, diff_id: str) -> Path:
 
 def is_unpacked(store: Store, diff_id: str) -> bool:
     return (layer_dir(store, diff_id) / INDEX_NAME).exists()
+
+
+def require_unpacked(store: Store, diff_ids: list[str]) -> None:
+    """Fail in one line when a layer of the chain is not unpacked (a store damaged by hand)."""
+    missing = [d for d in diff_ids if not is_unpacked(store, d)]
+    if missing:
+        raise LayerfsError(f"layer {missing[0]} is not unpacked in {store.root}; import the image again")
 
 
 def load_index(store: Store, diff_id: str) -> LayerIndex:

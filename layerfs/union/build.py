@@ -7,8 +7,7 @@ import gc
 import os
 from collections.abc import Iterator
 
-from layerfs.errors import LayerfsError
-from layerfs.layer.stored import is_unpacked, layer_dir, load_index
+from layerfs.layer.stored import layer_dir, load_index, require_unpacked
 from layerfs.store.layout import Store
 from layerfs.union.tree import MergedTree, cached_diff_ids, chain_key, load_cached, save_cached
 
@@ -40,9 +39,7 @@ def _merged_tree(store: Store, diff_ids: list[str]) -> MergedTree:
     tree = load_cached(path)
     if tree is not None:
         return tree
-    missing = [d for d in diff_ids if not is_unpacked(store, d)]
-    if missing:
-        raise LayerfsError(f"layer {missing[0]} is not unpacked in {store.root}; import the image again")
+    require_unpacked(store, diff_ids)
     tree = MergedTree.merge([(layer_dir(store, d), load_index(store, d)) for d in diff_ids])
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

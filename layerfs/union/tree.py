@@ -164,6 +164,11 @@ class MergedTree:
         tree._owned = set()
         return tree
 
+    def resume(self, root: Node) -> None:
+        """Go back to an earlier state (a root `apply_layer` returned): the next layers
+        apply over it, and the later states stay as they were."""
+        self.root = root
+
     def apply_layer(self, index: LayerIndex, layer_path: Path) -> Node:
         """Add one more layer; return the root of the state after it (see `layered`)."""
         self._owned = set()
@@ -176,10 +181,8 @@ class MergedTree:
         return parts[:-1], parts[-1]
 
     def _apply(self, index: LayerIndex, files_dir: str) -> None:
-        for path in index.opaques:
-            parents, name = self._split(path) if path else ([], b"")
-            directory = self._dir_for(parents + [name] if path else [])
-            directory.children.clear()  # type: ignore[union-attr]
+        for path in index.opaques:  # "" is the root
+            self._dir_for(os.fsencode(path).split(b"/") if path else []).children.clear()  # type: ignore[union-attr]
         for path in index.whiteouts:
             parents, name = self._split(path)
             self._dir_for(parents).children.pop(name, None)  # type: ignore[union-attr]

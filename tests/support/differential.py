@@ -308,7 +308,9 @@ def check_example(stack: Stack, ops: Sequence[Op | Step], runner: Runner | None 
     # Persistence: the upper layer alone, mounted again, shows the same tree.
     assert_same_tree(live_tree, layerfs_tree(lfs, name), ("before umount", "mounted again"))
 
-    entries = json.loads(lfs.run("diff", name, "--json").stdout)
+    letters = {"added": "A", "modified": "C", "deleted": "D"}  # --json words, docker's letters here
+    entries = [dict(e, kind=letters.get(e["kind"], e["kind"]))
+               for e in json.loads(lfs.run("diff", name, "--json").stdout)]
     problems = diff_problems(entries, lowers.tree, live_tree)
     assert not problems, (f"layerfs diff after:\n{listing}\n" + "\n".join(problems)
                           + f"\nlisted: {entries}")
