@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from layerfs.inspect import ci_rules
 from layerfs.inspect.analyze import Analysis, analyze
 from layerfs.inspect.changes import KINDS, LETTER, PathChange, compare_states, container_path_changes, select
 from layerfs.inspect.contents import file_diff, write_report
-from layerfs.inspect.images import diff_images, render_value
+from layerfs.inspect.images import diff_images
 from layerfs.inspect.layers import Layer, history, image_layers
 from layerfs.store.layout import Store
 from layerfs.union.tree import Node
@@ -270,6 +271,15 @@ def _diff_images(store: Store, args: argparse.Namespace, refs: list[str], path: 
             print(f"{a.label} and {b.label} are the same" + (" (semantic)" if args.semantic else ""),
                   file=sys.stderr)
     return 0 if result.same else EXIT_DIFFERENT
+
+
+def render_value(value: object, limit: int = 100) -> str:
+    """A config value on part of one line: a long list as its length (the history of an
+    image is hundreds of lines; --json has it all)."""
+    if isinstance(value, list) and len(json.dumps(value, sort_keys=True)) > limit:
+        return f"[{len(value)} entries]"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _side(at: ImageAt) -> dict[str, object]:

@@ -14,11 +14,11 @@ Only what is looked at is computed: the tree gets widgets for opened directories
 only, a layer's changes are computed when it is selected (in a thread when the layer
 is big), and the analysis runs in a thread after the first screen.
 
-Timing the first screen (the bench): `first_screen_seconds(store_root, ref)` runs
+Timing the first screen (the bench): `first_screen_timings(store_root, ref)` runs
 the app headless (App.run_test) and returns the seconds from opening the store to
-the first screen drawn with the layer list and the tree filled in; the textual
-import is already paid then. `first_screen_timings` gives the phases (load: the
-layers' states; first_screen; changes: the selected layer's markers; analysis).
+each phase (load: the layers' states; first_screen: drawn with the layer list and
+the tree filled in; changes: the selected layer's markers; analysis); the textual
+import is already paid then.
 """
 
 from __future__ import annotations
@@ -288,9 +288,3 @@ def first_screen_timings(store_root: str | Path, ref: str, size: tuple[int, int]
 
     asyncio.run(drive())
     return timings
-
-
-def first_screen_seconds(store_root: str | Path, ref: str) -> float:
-    """Seconds until the first screen is drawn, layer list and tree filled in."""
-    return first_screen_timings(store_root, ref, wait_all=False)["first_screen"]
-

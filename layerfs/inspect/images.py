@@ -9,7 +9,6 @@ not timestamps, history, or how the layers were cut and compressed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,12 +74,3 @@ def diff_images(store: Store, old_config: dict[str, Any], old_ids: list[str],
     files = compare_states(old_root, new_root, times=not semantic)
     return ImageDiff(old_root, new_root, files,
                      config_changes(old_config, new_config, old_ids, new_ids, semantic), shared)
-
-
-def render_value(value: Any, limit: int = 100) -> str:
-    """A config value on part of one line: a long list as its length (the history of an
-    image is hundreds of lines; --json has it all)."""
-    if isinstance(value, list) and len(text := json.dumps(value, sort_keys=True)) > limit:
-        return f"[{len(value)} entries]"
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
