@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pty
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from support.oci import (DEFAULT_MTIME, ImageInfo, blockdev, busybox_image_layer
                          write_docker_archive, write_oci_archive, write_oci_layout)
 from support.oracle import apply_layers
 from support.snapshot import Node, assert_same_tree, snapshot_as
+from support.terminal import run_with_terminal_stdout
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 RANGE_OF_THREE = "from 1 (the base) to 3"
@@ -347,21 +347,8 @@ def test_failed_export_leaves_no_file_and_keeps_the_old_one(lfs: Layerfs, busybo
 def test_export_refuses_to_write_a_tar_to_a_terminal(lfs: Layerfs, busybox: list[bytes],
                                                      output: list[str]) -> None:
     import_image(lfs, busybox, "bb:latest")
-    controller, terminal = pty.openpty()
-    try:
-        proc = subprocess.run(lfs.wrap([LAYERFS_BIN, "--root", str(lfs.root), "export", "bb", *output]),
-                              stdout=terminal, stderr=subprocess.PIPE, env=lfs.env(),
-                              cwd=lfs.workdir, timeout=60)
-        os.set_blocking(controller, False)
-        try:
-            shown = os.read(controller, 1 << 16)
-        except BlockingIOError:
-            shown = b""
-    finally:
-        os.close(terminal)
-        os.close(controller)
-    one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", proc.stderr.decode()),
-                   1, "terminal")
+    proc, shown = run_with_terminal_stdout(lfs, "export", "bb", *output)
+    one_line_error(proc, 1, "terminal")
     assert shown == b""
 
 

@@ -76,6 +76,12 @@ def cmd_inspect(store: Store, args: argparse.Namespace) -> int | None:
         from layerfs.cli import tui  # textual is imported here only, not by other commands
 
         return tui.run(store, args.ref)
+    if args.ref.startswith("docker://"):
+        from layerfs.cli.registry_commands import inspect_remote
+
+        return inspect_remote(args)
+    if args.raw or args.config:
+        raise BadInput("--raw and --config are for docker:// references (a stored image: --json)")
     catalog = Catalog(store)
     try:
         at = image_argument(store, args.ref)  # oci: and archives too, imported once

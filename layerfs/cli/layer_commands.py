@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from layerfs.cli.progress import progress_for_terminal
+from layerfs.cli.tar_output import Counting, destination, writing
 from layerfs.cli.references import REF_HELP, ImageAt, inspected_image, layer_number
 from layerfs.container.commit import write_tree
-from layerfs.errors import BadInput, LayerfsError, NotFound
-from layerfs.layer.compression import decompressed
+from layerfs.layer.stored import copy_layer_tar
 from layerfs.progress import Progress
-from layerfs.store.digest import HashingReader, verify
-from layerfs.store.layout import Store, atomic_writer
+from layerfs.store.layout import Store
 from layerfs.union.build import merged_tree
 
 CHUNK = 1 << 20
@@ -45,114 +39,22 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def cmd_export(store: Store, args: argparse.Namespace) -> None:
-    target = _destination(args.output)
+    target = destination(args.output)
     at = inspected_image(store, args.ref, "export")
     layer = at.layer(args.layer) if args.layer is not None else None
-    with progress_for_terminal(False) as progress, _writing(target) as out:
+    with progress_for_terminal(False) as progress, writing(target) as out:
         if layer is None:
             progress.task(f"export {at.label}", None)
-            write_tree(merged_tree(store, at.diff_ids), _Counting(out, progress.advance))  # type: ignore[arg-type]
+            write_tree(merged_tree(store, at.diff_ids), Counting(out, progress.advance))  # type: ignore[arg-type]
         else:
             _copy_layer(store, at, args.layer, out, progress)
 
 
 def _copy_layer(store: Store, at: ImageAt, number: int, out: Any, progress: Progress) -> None:
-    """Layer `number`'s blob, decompressed as it streams, checked against both digests:
-    what is written is the layer's tar, whose sha256 is its diff_id."""
+    """Layer `number`'s tar, checked against both digests as it streams."""
     descriptor, diff_id = at.layer(number)
     what = f"layer {number} of {at.label}"
     progress.task(what, descriptor.size)
-    with store.open_blob(descriptor.digest) as blob:
-        raw = HashingReader(blob, on_read=progress.advance)
-        stream, _compression = decompressed(raw, what)
-        plain = HashingReader(stream)
-        while chunk := plain.read(CHUNK):
-            out.write(chunk)
-        raw.drain()
-    verify(f"{what} in the store at {store.root}", descriptor.digest, raw.digest)
-    verify(f"{what} in the store at {store.root} (uncompressed)", diff_id, plain.digest)
+    copy_layer_tar(store, descriptor.digest, diff_id, out, what, progress.advance)
 
 
-# -- where the tar goes -----------------------------------------------------------------
-
-
-def _destination(text: str | None) -> Path | None:
-    """The file to write (None: standard output), refused before anything is read:
-    a terminal, a directory, or a directory that is not there."""
-    if text is None or text == "-":
-        if _stdout_is_terminal():
-            raise BadInput("refusing to write a tar to a terminal: give -o FILE, or redirect "
-                           "standard output to a file or a pipe")
-        return None
-    path = Path(os.path.abspath(text))
-    try:
-        if path.is_dir():
-            raise BadInput(f"{path} is a directory: give -o the name of the file to write")
-        if not path.parent.is_dir():
-            raise NotFound(f"cannot write {path}: directory {path.parent} does not exist")
-    except OSError as e:  # a directory on the way this user may not search
-        raise LayerfsError(f"cannot write {path}: {(e.strerror or str(e)).lower()}") from None
-    return path
-
-
-def _stdout_is_terminal() -> bool:
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError, OSError):  # closed: the write fails as one line later
-        return False
-
-
-class _Stdout:
-    """Bytes to standard output, failing as one line when it cannot be written."""
-
-    def write(self, data: bytes) -> int:
-        write_bytes = getattr(sys.stdout, "write_bytes", None)
-        if write_bytes is not None:
-            write_bytes(data)
-        else:
-            sys.stdout.buffer.write(data)
-        return len(data)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
-class _Counting:
-    """A writer that reports how much went through it."""
-
-    def __init__(self, out: Any, on_write: Callable[[int], None]) -> None:
-        self._out = out
-        self._on_write = on_write
-
-    def write(self, data: bytes) -> int:
-        self._out.write(data)
-        self._on_write(len(data))
-        return len(data)
-
-
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _writing(target: Path | None) -> Iterator[Any]:
-    """A binary writer to `target` (None: standard output). A file is made under a
-    temporary name beside it and renamed onto it only when everything is written, so
-    a failure, Ctrl-C, SIGTERM or SIGHUP leaves no partial file and the old one, if
-    any, as it was."""
-    if target is None:
-        out = _Stdout()
-        yield out
-        out.flush()
-        return
-    handlers = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        with contextlib.ExitStack() as stack:
-            try:
-                f = stack.enter_context(atomic_writer(target))
-            except OSError as e:
-                raise LayerfsError(f"cannot write {target}: {(e.strerror or str(e)).lower()}") from None
-            yield f
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)

@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     from layerfs.cli import run_commands as rc
     from layerfs.cli import container_commands as cc
     from layerfs.cli import inspect_commands as ic
+    from layerfs.cli import registry_commands
 
     parser = _Parser(
         prog="layerfs", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,10 +107,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("ref", metavar="REF",
                    help="a container (name or id), or an image: name[:tag], name@sha256:DIGEST, an id "
                         "(prefix), or oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF] "
-                        "(imported first, once); with --tui also REF@N")
+                        "(imported first, once); with --tui also REF@N; or docker://REF, read from its "
+                        "registry without pulling (as skopeo inspect: JSON; --raw, --config)")
     p.add_argument("--json", action="store_true", help="print manifest, config and layers as JSON")
     p.add_argument("--tui", action="store_true",
                    help="browse the layers and their changes interactively (needs a terminal)")
+    p.add_argument("--raw", action="store_true",
+                   help="docker://REF only: print the manifest (or index) exactly as the registry sends it")
+    p.add_argument("--config", action="store_true", help="docker://REF only: print the image's config")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="docker://REF only: the platform to read from a multi-platform image")
+    registry_commands.add_access_options(p)
 
     p = command("tag", c.cmd_tag, "give an image another name")
     p.add_argument("source", metavar="SOURCE_REF", help="the image, by name, digest or id")
@@ -181,8 +189,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("mounts", c.cmd_mounts, "list the live mounts of this store")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list (mountpoint, image, id, pid, kind, namespace, here)")
-    from layerfs.cli import layer_commands
+    from layerfs.cli import archive_commands, layer_commands
     layer_commands.register(command)
+    archive_commands.register(command)
+    registry_commands.register(command)
 
     p = command("run", rc.cmd_run, "run a command in a new container",
                 "Create a container from IMAGE and run COMMAND in it (default: the image's\n"

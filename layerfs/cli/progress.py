@@ -1,11 +1,11 @@
-"""A terminal progress bar for imports (rich), only when stderr is a terminal."""
+"""Terminal progress bars for imports and pulls (rich), only when stderr is a terminal."""
 
 from __future__ import annotations
 
 import sys
 from types import TracebackType
 
-from layerfs.progress import Silent
+from layerfs.progress import Silent, Task
 
 
 class Bar:
@@ -23,8 +23,7 @@ class Bar:
     def _finish(self) -> None:
         """A layer whose size was unknown (or already stored) still ends as a full bar."""
         if self._task is not None:
-            task = next(t for t in self._rich.tasks if t.id == self._task)
-            self._rich.update(self._task, total=task.completed)
+            _complete(self._rich, self._task)
 
     def task(self, description: str, total: int | None) -> None:
         self._finish()
@@ -33,6 +32,9 @@ class Bar:
     def advance(self, amount: int) -> None:
         if self._task is not None:
             self._rich.advance(self._task, amount)
+
+    def concurrent(self, description: str, total: int | None) -> Task:
+        return _RichTask(self._rich, self._rich.add_task(description, total=total))
 
     def __enter__(self) -> "Bar":
         self._rich.start()
@@ -43,6 +45,25 @@ class Bar:
         if kind is None:
             self._finish()
         self._rich.stop()
+
+
+class _RichTask:
+    """A bar of its own among others (rich's Progress is thread-safe)."""
+
+    def __init__(self, rich, task_id: int) -> None:  # noqa: ANN001 - rich.progress.Progress
+        self._rich = rich
+        self._id = task_id
+
+    def advance(self, amount: int) -> None:
+        self._rich.advance(self._id, amount)
+
+    def done(self) -> None:
+        _complete(self._rich, self._id)
+
+
+def _complete(rich, task_id: int) -> None:  # noqa: ANN001 - rich.progress.Progress
+    task = next(t for t in rich.tasks if t.id == task_id)
+    rich.update(task_id, total=task.completed)
 
 
 class Quiet(Silent):

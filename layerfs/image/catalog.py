@@ -16,7 +16,7 @@ from typing import Any
 
 from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
 from layerfs.image.manifest import REF_NAME, Descriptor, Manifest, diff_ids, parse_json
-from layerfs.image.reference import (DIGEST_ALGORITHM, is_digest, is_full_id, is_id_prefix,
+from layerfs.image.reference import (DIGEST_ALGORITHM, docker_normalized, is_digest, is_full_id, is_id_prefix,
                                      parse_reference)
 from layerfs.layer.stored import unpacked_size
 from layerfs.store.layout import Store
@@ -134,12 +134,15 @@ class Catalog:
         except BadInput as e:
             by_name = e
         else:
-            for image in images:
-                if ref.digest and image.digest == ref.digest and any(
-                        n.rsplit(":", 1)[0] == ref.name for n in image.names):
-                    return image
-                if not ref.digest and str(ref) in image.names:
-                    return image
+            # as typed first (a local `app:1`), then as docker spells it in full (a
+            # pulled `alpine` is stored as docker.io/library/alpine:latest)
+            for name in dict.fromkeys((ref.name, docker_normalized(ref.name))):
+                for image in images:
+                    if ref.digest and image.digest == ref.digest and any(
+                            n.rsplit(":", 1)[0] == name for n in image.names):
+                        return image
+                    if not ref.digest and f"{name}:{ref.tag}" in image.names:
+                        return image
         if is_id_prefix(text) and ":" not in text.removeprefix("sha256:"):
             prefix = "sha256:" + text.removeprefix("sha256:")
             matches = [image for image in images if image.id.startswith(prefix)]
@@ -165,8 +168,16 @@ class Catalog:
             if not same:
                 entries.append(descriptor.to_json())
         else:
-            entries[:] = [e for e in entries if (e.get("annotations") or {}).get(REF_NAME) != name
+            losing = [e for e in entries if _ref_name(e) == name and e["digest"] != descriptor.digest]
+            entries[:] = [e for e in entries if _ref_name(e) != name
                           and not (e["digest"] == descriptor.digest and not e.get("annotations"))]
+            # an image that loses its last name stays, unnamed (docker's dangling <none>),
+            # for `images` to list and `rmi` to remove: its blobs are never orphaned
+            kept = {e["digest"] for e in entries}
+            for entry in losing:
+                if entry["digest"] not in kept:
+                    entries.append({k: v for k, v in entry.items() if k != "annotations"})
+                    kept.add(entry["digest"])
             entries.append(dict(descriptor.to_json(), annotations={REF_NAME: name}))
         self._publish(index)
 
@@ -195,7 +206,7 @@ class Catalog:
         (`use_of` says by what: a container, a mount) is not removed under it:
         refused (Busy), or with `force` its names go and it stays, unnamed, for that use."""
         image = self.resolve(ref)
-        name = _name_in(ref, image)
+        name = name_in(ref, image)
         if name is not None and len(image.names) > 1:
             self._untag(name)
             return Removal(image, [name], deleted=False)
@@ -230,6 +241,10 @@ class Catalog:
         return freed, live_layers
 
 
+def _ref_name(entry: dict[str, Any]) -> str | None:
+    return (entry.get("annotations") or {}).get(REF_NAME)
+
+
 def _names_by_manifest(index: dict[str, Any]) -> dict[str, list[str]]:
     """manifest digest -> its names, in index order (an unnamed entry gives no name)."""
     names: dict[str, list[str]] = {}
@@ -241,14 +256,19 @@ def _names_by_manifest(index: dict[str, Any]) -> dict[str, list[str]]:
     return names
 
 
-def _name_in(ref: str, image: Image) -> str | None:
+def name_in(ref: str, image: Image) -> str | None:
     """The stored name that `ref` spells, if it is one of the image's names (else `ref`
     is an id, digest or name@digest and means the image itself)."""
     try:
         parsed = parse_reference(ref)
     except BadInput:
         return None
-    return str(parsed) if not parsed.digest and str(parsed) in image.names else None
+    if parsed.digest:
+        return None
+    for name in (str(parsed), f"{docker_normalized(parsed.name)}:{parsed.tag}"):
+        if name in image.names:
+            return name
+    return None
 
 
 def reference_name(text: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from layerfs.errors import BadInput
@@ -38,38 +40,84 @@ def _build_config(staged: list[StagedLayer], source: SourceImage) -> bytes:
     return json.dumps(config, indent=2).encode()
 
 
-def _stage_all(store: Store, scratch: Path, source: SourceImage, progress: Progress) -> list[StagedLayer]:
-    claimed: list[str | None]
-    if source.config is not None:
-        claimed = list(diff_ids(parse_json(source.config, "image config")))
-        if len(claimed) != len(source.layers):
-            raise BadInput(f"image config lists {len(claimed)} layers but the manifest has {len(source.layers)}")
-    else:
-        claimed = [layer.diff_id for layer in source.layers]
-    staged = []
+def _claimed_diff_ids(source: SourceImage) -> list[str | None]:
+    if source.config is None:
+        return [layer.diff_id for layer in source.layers]
+    claimed: list[str | None] = list(diff_ids(parse_json(source.config, "image config")))
+    if len(claimed) != len(source.layers):
+        raise BadInput(f"image config lists {len(claimed)} layers but the manifest has {len(source.layers)}")
+    return claimed
+
+
+def _stage_one(store: Store, scratch: Path, layer: SourceLayer, diff_id: str | None, what: str,
+               on_read: Callable[[int], None]) -> StagedLayer:
+    return stage(store, scratch, lambda: layer.open(scratch), digest=layer.digest, diff_id=diff_id,
+                 what=what, on_read=on_read)
+
+
+def _stage_all(store: Store, scratch: Path, source: SourceImage, progress: Progress,
+               jobs: int) -> list[StagedLayer]:
+    claimed = _claimed_diff_ids(source)
     count = len(source.layers)
-    for number, (layer, diff_id) in enumerate(zip(source.layers, claimed), 1):
-        what = f"layer {number}/{count}" + (f" {layer.digest[7:19]}" if layer.digest else "")
-        progress.task(what, layer.size)
+    names = [f"layer {n}/{count}" + (f" {layer.digest[7:19]}" if layer.digest else "")
+             for n, layer in enumerate(source.layers, 1)]
+    if jobs <= 1 or count <= 1:
+        staged = []
+        for layer, diff_id, what in zip(source.layers, claimed, names):
+            progress.task(what, layer.size)
+            staged.append(_stage_one(store, scratch, layer, diff_id, what, progress.advance))
+        return staged
+    return _stage_parallel(store, scratch, source, claimed, names, progress, jobs)
 
-        def open_layer(layer: SourceLayer = layer):  # noqa: ANN202
-            return layer.open(scratch)
 
-        staged.append(stage(store, scratch, open_layer, digest=layer.digest, diff_id=diff_id,
-                            what=what, on_read=progress.advance))
-    return staged
+def _stage_parallel(store: Store, scratch: Path, source: SourceImage, claimed: list[str | None],
+                    names: list[str], progress: Progress, jobs: int) -> list[StagedLayer]:
+    """Stage up to `jobs` layers at once (downloads, hashing and decompression release
+    the GIL), one bar each plus a total. The first failure, or Ctrl-C, cancels the
+    source's streams so the other workers stop at their next read; only then does the
+    error go up, so no thread still writes into scratch space being removed."""
+    tasks = [progress.concurrent(what, layer.size) for layer, what in zip(source.layers, names)]
+    sizes = [layer.size for layer in source.layers]
+    total = progress.concurrent("total", sum(sizes) if None not in sizes else None)  # type: ignore[arg-type]
+
+    def work(i: int) -> StagedLayer:
+        def on_read(n: int) -> None:
+            tasks[i].advance(n)
+            total.advance(n)
+        staged = _stage_one(store, scratch, source.layers[i], claimed[i], names[i], on_read)
+        tasks[i].done()
+        return staged
+
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="stage")
+    futures = [pool.submit(work, i) for i in range(len(source.layers))]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+        if failed is not None:
+            raise failed.exception()  # type: ignore[misc]
+    except BaseException:
+        if source.cancel is not None:
+            source.cancel()
+        for f in futures:
+            f.cancel()
+        pool.shutdown(wait=True)
+        raise
+    pool.shutdown(wait=True)
+    total.done()
+    return [f.result() for f in futures]
 
 
 def import_image(store: Store, source: SourceImage, name: str | None,
-                 progress: Progress) -> tuple[Image, str | None]:
-    """Import `source` under `name` (or the source's own name, or none).
+                 progress: Progress, jobs: int = 1) -> tuple[Image, str | None]:
+    """Import `source` under `name` (or the source's own name, or none), staging up
+    to `jobs` layers at once.
 
     Returns the image and the name it was given (None if it has none)."""
     name = reference_name(name) if name else (reference_name(source.name) if source.name else None)
     catalog = Catalog(store)
     try:
         with store.locked(), store.scratch() as scratch:
-            staged = _stage_all(store, scratch, source, progress)
+            staged = _stage_all(store, scratch, source, progress, jobs)
             config = source.config or _build_config(staged, source)
             for layer in staged:
                 layer.publish(store)

@@ -22,6 +22,30 @@ _HEX = re.compile(r"^[0-9a-f]{1,64}$")
 _FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+
+
+def split_registry(name: str) -> tuple[str, str]:
+    """(registry, repository) of a name without tag or digest, docker's way."""
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+        registry = DOCKER_HUB if first.lower() in HUB_ALIASES else first
+        repository = rest
+    else:
+        registry, repository = DOCKER_HUB, name
+    if registry == DOCKER_HUB and "/" not in repository:
+        repository = f"library/{repository}"
+    return registry, repository
+
+
+def docker_normalized(name: str) -> str:
+    """NAME as docker spells it in full: alpine is docker.io/library/alpine."""
+    registry, repository = split_registry(name)
+    return f"{registry}/{repository}"
+
+
 @dataclass(frozen=True)
 class Reference:
     """A parsed `name:tag` or `name@digest`."""

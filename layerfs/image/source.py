@@ -38,6 +38,7 @@ class SourceImage:
     comment: str = ""                  # history comment for built configs (commit -m)
     base_config: dict[str, Any] | None = None  # the config a built one extends (commit)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    cancel: Callable[[], None] | None = None  # makes streams being read fail fast (parallel staging)
 
     def close(self) -> None:
         for close in self.closers:

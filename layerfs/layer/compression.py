@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 
 import zstandard
+from isal import isal_zlib  # Intel's ISA-L inflate: twice zlib's speed, the same streams
 
 from layerfs.errors import BadInput
 from layerfs.store.digest import Readable
@@ -60,7 +61,7 @@ class _Decompressing:
 
     def _new(self):  # noqa: ANN202 - zlib and zstandard objects share no type
         if self._kind == "gzip":
-            return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            return isal_zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         return zstandard.ZstdDecompressor().decompressobj()
 
     def _fill(self, want: int) -> None:
@@ -81,7 +82,7 @@ class _Decompressing:
                     self._obj = self._new()
                 self._buffer += self._obj.decompress(chunk)
                 chunk = self._obj.unused_data if self._obj.eof else b""
-        except (zlib.error, zstandard.ZstdError) as e:
+        except (zlib.error, isal_zlib.error, zstandard.ZstdError) as e:
             raise BadInput(f"{self._what}: corrupt {self._kind} data ({e})") from None
 
     def read(self, size: int = -1, /) -> bytes:

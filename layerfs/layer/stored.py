@@ -14,8 +14,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from layerfs.errors import LayerfsError
+from layerfs.errors import BadInput, LayerfsError
 from layerfs.layer.compression import decompressed, sniff
 from layerfs.layer.index import LayerIndex
 from layerfs.layer.unpack import unpack
@@ -23,6 +24,11 @@ from layerfs.store.digest import HashingReader, Readable, verify
 from layerfs.store.layout import Store
 
 INDEX_NAME = "index.json"
+COPY_CHUNK = 1 << 20
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
 
 
 def layer_dir(store: Store, diff_id: str) -> Path:
@@ -96,15 +102,53 @@ def stage(store: Store, scratch: Path, open_blob: Callable[[], Readable], *,
         with open(blob_tmp, "wb") if blob_tmp else contextlib.nullcontext() as sink:
             raw = HashingReader(source, sink, on_read)
             tar_stream, compression = decompressed(raw, what)
-            plain = HashingReader(tar_stream)
-            if work is not None:
-                unpack(plain, work, what)
-            plain.drain()
+            # an uncompressed blob is its own tar: one hash serves as digest and diff_id
+            plain = HashingReader(tar_stream) if compression != "none" else None
+            try:
+                if work is not None:
+                    unpack(plain or tar_stream, work, what)
+                if plain is not None:
+                    plain.drain()
+            except BadInput:
+                _blame_digest(raw, digest, what)
+                raise
             raw.drain()
     finally:
         close = getattr(source, "close", None)
         if close is not None:
             close()
+    plain_digest = plain.digest if plain is not None else raw.digest
     verify(what, digest, raw.digest)
-    verify(f"{what} (uncompressed)", diff_id, plain.digest)
-    return StagedLayer(raw.digest, plain.digest, raw.size, compression, blob_tmp, work)
+    verify(f"{what} (uncompressed)", diff_id, plain_digest)
+    return StagedLayer(raw.digest, plain_digest, raw.size, compression, blob_tmp, work)
+
+
+def _blame_digest(raw: HashingReader, digest: str | None, what: str) -> None:
+    """A layer that fails to decompress or unpack may simply be the wrong bytes (a
+    registry or a disk that corrupted them): when the blob does not match its digest,
+    say that, which is the cause, rather than what the garbage looked like."""
+    if digest is None:
+        return
+    try:
+        raw.drain()
+    except LayerfsError:
+        return  # the stream itself failed: the first error stands
+    verify(what, digest, raw.digest)
+
+
+def copy_layer_tar(store: Store, digest: str, diff_id: str, out: Writable | None, what: str,
+                   on_read: Callable[[int], None] | None = None) -> int:
+    """Stream a stored layer blob decompressed into `out` (None: only check it), both
+    digests verified on the way: what is written is the layer's tar, whose sha256 is
+    `diff_id`. Returns the tar's size."""
+    with store.open_blob(digest) as blob:
+        raw = HashingReader(blob, on_read=on_read)
+        stream, _compression = decompressed(raw, what)
+        plain = HashingReader(stream)
+        while chunk := plain.read(COPY_CHUNK):
+            if out is not None:
+                out.write(chunk)
+        raw.drain()
+    verify(f"{what} in the store at {store.root}", digest, raw.digest)
+    verify(f"{what} in the store at {store.root} (uncompressed)", diff_id, plain.digest)
+    return plain.size

@@ -90,14 +90,14 @@ def act_as_owner(root: Path) -> None:
     acting_for = user.pw_name if user else str(owner.st_uid)
 
 
-def write_atomic(path: Path, data: bytes, scratch: Path | None = None) -> None:
+def write_atomic(path: Path, data: bytes, scratch: Path | None = None, mode: int = 0o666) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
-    with atomic_writer(path, scratch) as f:
+    with atomic_writer(path, scratch, mode) as f:
         f.write(data)
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, scratch: Path | None = None) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, scratch: Path | None = None, mode: int = 0o666) -> Iterator[BinaryIO]:
     """A file written under a temporary name and renamed onto `path` once the block
     ends well (flushed to disk first); a failure or an interruption leaves the old file
     as it was and no partial one.
@@ -105,9 +105,10 @@ def atomic_writer(path: Path, scratch: Path | None = None) -> Iterator[BinaryIO]
     The temporary file lives in `scratch` (same filesystem) when given, so that a
     writer killed midway leaves debris only where the store cleans it up. It is
     created as open(2) creates any file, 0666 less the umask (mkstemp's 0600 would
-    hide index.json from other users' skopeo whatever the umask allows)."""
+    hide index.json from other users' skopeo whatever the umask allows); `mode` narrows
+    that for private files such as credentials."""
     tmp = os.path.join(scratch or path.parent, f".tmp-{os.urandom(8).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

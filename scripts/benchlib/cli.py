@@ -19,6 +19,8 @@ from .util import DEFAULT_CACHE, BenchError, exclusive, format_duration, log
 from .model import Env, Results
 from .launch import LAUNCH_GROUPS, LaunchResults, render_launch, run_launch
 from .inspection import INSPECT_GROUPS, InspectResults, ensure_fixture, render_inspect, run_inspect
+from .registry import REGISTRY_GROUPS, RegistryResults, render_registry, run_registry
+from .registryimage import ensure_images as ensure_registry_images
 from .workloads import GROUPS, TAR_SUBTREE, run_benchmark
 from .writeloads import (
     COMMIT_FILE_MIB,
@@ -32,7 +34,7 @@ from .writeloads import (
 )
 
 FS_NAMES = FS_KEYS
-ALL_GROUPS = GROUPS + LAUNCH_GROUPS + INSPECT_GROUPS
+ALL_GROUPS = GROUPS + LAUNCH_GROUPS + INSPECT_GROUPS + REGISTRY_GROUPS
 
 DESCRIPTION = f"""\
 Time read-only and write workloads on kernel overlayfs, fuse-overlayfs and
@@ -74,6 +76,13 @@ workloads (for --only):
   exec       `exec CONTAINER true` into a running container, median of 20
   inspect    layerfs history, analyze, diff, inspect --tui on a synthetic 20-layer 100k-file
              image (and one sharing 15 layers) and bench:latest: 5 cold + 5 warm, peak RSS
+  registry   against Debian's docker-registry on 127.0.0.1 (plain HTTP), rootless as
+             layerfs-bench (layerfs also as root): pull a ~300 MB 3-layer gzip image into an
+             empty store + mount + `ls -la` (time to first browse) beside skopeo copy + umoci
+             unpack and podman pull + image mount (runc, fuse-overlayfs); pull an image sharing
+             2 of its layers (time, blobs downloaded); push a committed container (~50 MB
+             written) to a new repository and to the base's, beside skopeo and podman push;
+             target: first browse <= 0.6x podman, the shared-layer pull fetches only the new layer
 
 filesystems (for --fs; all by default, a missing one is skipped with a note):
   kernel           kernel overlayfs (mount -t overlay): the speed ceiling
@@ -211,6 +220,7 @@ class Outcome:
     notes: list[str]
     launch: LaunchResults | None = None
     inspect: InspectResults | None = None
+    registry: RegistryResults | None = None
 
 
 def _prepare(filesystems: list[Filesystem], groups: list[str], images: tuple[BenchImage, BenchImage],
@@ -241,7 +251,10 @@ def _run(args: argparse.Namespace, paths: CachePaths) -> Outcome | None:
     paths.mnt.mkdir(parents=True, exist_ok=True)
     mounts.remove_stale(paths.mnt)
     _remove_scratch(paths)
-    built_now = ensure_images(paths, rebuild=args.rebuild)
+    only_registry = args.only is not None and set(args.only) <= set(REGISTRY_GROUPS)
+    built_now = {} if only_registry else ensure_images(paths, rebuild=args.rebuild)
+    if "registry" in (args.only or ALL_GROUPS):
+        ensure_registry_images(paths, rebuild=args.rebuild)
     notes = [_build_note(paths, built_now)]
     if "inspect" in (args.only or ALL_GROUPS):
         ensure_fixture(paths, rebuild=args.rebuild)
@@ -263,7 +276,9 @@ def _run(args: argparse.Namespace, paths: CachePaths) -> Outcome | None:
         _remove_scratch(paths)
     launch = run_launch(paths, args.layerfs, launching) if launching else None
     inspect = run_inspect(paths, args.layerfs) if "inspect" in chosen else None
-    return Outcome(filesystems, groups, results, (load_start, os.getloadavg()[0]), notes, launch, inspect)
+    registry = run_registry(paths, args.layerfs, args.reps) if "registry" in chosen else None
+    return Outcome(filesystems, groups, results, (load_start, os.getloadavg()[0]), notes, launch, inspect,
+                   registry)
 
 
 def _remove_scratch(paths: CachePaths) -> None:
@@ -299,6 +314,8 @@ def _print_report(args: argparse.Namespace, paths: CachePaths, outcome: Outcome)
             meta["containers"] = {"seconds": outcome.launch.figures, "errors": outcome.launch.errors}
         if outcome.inspect is not None:
             meta["inspect"] = outcome.inspect.as_json()
+        if outcome.registry is not None:
+            meta["registry"] = outcome.registry.as_json()
         print(render_json(results, ran, meta))
         return
     if outcome.groups:
@@ -307,6 +324,8 @@ def _print_report(args: argparse.Namespace, paths: CachePaths, outcome: Outcome)
         print(("\n" if outcome.groups else "") + render_launch(outcome.launch))
     if outcome.inspect is not None:
         print(("\n" if outcome.groups or outcome.launch else "") + render_inspect(outcome.inspect))
+    if outcome.registry is not None:
+        print(("\n" if outcome.groups or outcome.launch or outcome.inspect else "") + render_registry(outcome.registry))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,4 +347,5 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _print_report(args, paths, outcome)
     inspect_failed = outcome.inspect is not None and outcome.inspect.failed()
-    return 1 if args.check and (any_failed(outcome.results) or inspect_failed) else 0
+    registry_failed = outcome.registry is not None and outcome.registry.failed()
+    return 1 if args.check and (any_failed(outcome.results) or inspect_failed or registry_failed) else 0

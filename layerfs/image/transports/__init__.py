@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from layerfs.errors import BadInput, NotFound
-from layerfs.image.source import DirFiles, SourceImage, TarFiles
-from layerfs.image.transports.docker_archive import docker_archive_source
-from layerfs.image.transports.oci import oci_source
+from layerfs.image.source import DirFiles, Files, SourceImage, TarFiles
+from layerfs.image.transports.docker_archive import docker_archive_images, docker_archive_source
+from layerfs.image.transports.oci import oci_images, oci_source
 from layerfs.image.transports.rootfs import dir_source, tar_source
 from layerfs.layer.generate import Skip
 
@@ -49,3 +49,15 @@ def open_source(text: str, skip: Skip | None = None) -> SourceImage:
     if transport == "oci-archive":
         return oci_source(files, ref)
     return docker_archive_source(files, ref)
+
+
+def archive_images(files: Files) -> list[tuple[SourceImage, list[str]]]:
+    """Every image of a docker-archive or an oci-archive, told apart by what it holds (a
+    docker 25+ archive is both: its manifest.json is read), each with all its names.
+    The sources share `files`; the caller closes it once all are imported."""
+    if files.exists("manifest.json"):
+        return docker_archive_images(files)
+    if files.exists("index.json") and files.exists("oci-layout"):
+        return oci_images(files)
+    raise BadInput(f"{files.label} is neither a docker-archive (it has no manifest.json) nor an "
+                   "oci-archive (no index.json and oci-layout)")

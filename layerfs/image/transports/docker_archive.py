@@ -35,6 +35,34 @@ def docker_archive_source(files: Files, ref: str | None) -> SourceImage:
         entry = entries[0]
     else:
         raise BadInput(f"{files.label} holds several images; name one as docker-archive:FILE:NAME:TAG")
+    tags = _tags(files, entry)
+    source = _entry_source(files, entry, ref or (tags[0] if tags else None))
+    source.closers.append(files.close)
+    return source
+
+
+def docker_archive_images(files: Files) -> list[tuple[SourceImage, list[str]]]:
+    """Every image of the archive with all its RepoTags (`load`), entries naming the same
+    config merged. The sources share `files` and do not close it: the caller does."""
+    by_config: dict[str, tuple[dict, list[str]]] = {}
+    for entry in _entries(files):
+        config = entry.get("Config")
+        key = config if isinstance(config, str) else f"entry {len(by_config)}"
+        names = by_config.setdefault(key, (entry, []))[1]
+        names += [t for t in _tags(files, entry) if t not in names]
+    return [(_entry_source(files, entry, names[0] if names else None), names)
+            for entry, names in by_config.values()]
+
+
+def _tags(files: Files, entry: dict) -> list[str]:
+    tags = entry.get("RepoTags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise BadInput(f"{files.label}: manifest.json has RepoTags that are not a list of names")
+    return tags
+
+
+def _entry_source(files: Files, entry: dict, name: str | None) -> SourceImage:
+    """One manifest.json entry as a source, its layers checked to be there."""
     config_path, layer_paths = entry.get("Config"), entry.get("Layers")
     if not isinstance(config_path, str) or not isinstance(layer_paths, list):
         raise BadInput(f"{files.label}: manifest.json entry has no Config or Layers")
@@ -45,8 +73,5 @@ def docker_archive_source(files: Files, ref: str | None) -> SourceImage:
     def opener(path: str):  # noqa: ANN202
         return lambda scratch: files.open(path)
 
-    tags = entry.get("RepoTags") or []
     return SourceImage(layers=[SourceLayer(opener(p)) for p in layer_paths],
-                       config=files.read(config_path),
-                       name=ref or (tags[0] if tags else None),
-                       closers=[files.close])
+                       config=files.read(config_path), name=name)

@@ -1,0 +1,1 @@
+"""The OCI distribution client: references, credentials, TLS, auth, pull, push."""
