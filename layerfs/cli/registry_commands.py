@@ -13,7 +13,7 @@ from pathlib import Path
 from layerfs.cli.output import print_json
 from layerfs.cli.progress import progress_for_terminal
 from layerfs.cli.signals import terminate_as_interrupt
-from layerfs.errors import BadInput, LayerfsError
+from layerfs.errors import BadInput, LayerfsError, NotFound
 from layerfs.store.layout import Store
 
 ACCESS_HELP = """\
@@ -154,6 +154,45 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.set_defaults(uses_store=False)
 
 
+PULL_POLICIES = ("missing", "always", "never")
+
+
+def add_pull_options(p: argparse.ArgumentParser) -> None:
+    """`run` and `create` pull what the store lacks, as docker and podman do."""
+    p.add_argument("--pull", choices=PULL_POLICIES, default="missing",
+                   help="missing: pull IMAGE from its registry when the store does not have it "
+                        "(default, as podman); always: pull it first; never: the store only")
+    add_access_options(p)
+
+
+def image_or_pull(store: Store, args: argparse.Namespace):  # noqa: ANN201 - image.catalog.Image
+    """The image `run` or `create` starts from, pulled by --pull's policy. When the store
+    lacks it and the pull fails too, the one error line says both."""
+    from layerfs.image.catalog import Catalog
+    from layerfs.image.reference import is_digest, is_id_prefix
+
+    if args.pull != "always":
+        try:
+            return Catalog(store).resolve(args.image)
+        except NotFound as missing:
+            if args.pull == "never" or is_digest(args.image) or is_id_prefix(args.image):
+                raise
+            try:
+                return _pull_for_run(store, args)
+            except LayerfsError as failed:
+                raise NotFound(f"{missing.message}; pulling it failed too: {failed.message}") from None
+    return _pull_for_run(store, args)
+
+
+def _pull_for_run(store: Store, args: argparse.Namespace):  # noqa: ANN202
+    from layerfs.registry.pull import pull
+    from layerfs.registry.reference import parse_remote
+
+    with terminate_as_interrupt(), progress_for_terminal(False) as progress:
+        image, _ = pull(store, parse_remote(args.image), access_from(args), progress)
+    return image
+
+
 def cmd_pull(store: Store, args: argparse.Namespace) -> None:
     from layerfs.registry.manifests import parse_platform
     from layerfs.registry.pull import pull
@@ -184,7 +223,8 @@ def cmd_push(store: Store, args: argparse.Namespace) -> None:
     if args.quiet:
         print(report.digest)
         return
-    print(f"Pushed {dest} ({report.digest}): {len(report.uploaded)} blobs uploaded, "
+    blobs = "blob" if len(report.uploaded) == 1 else "blobs"
+    print(f"Pushed {dest} ({report.digest}): {len(report.uploaded)} {blobs} uploaded, "
           f"{len(report.mounted)} mounted, {len(report.skipped)} already there")
 
 

@@ -18,9 +18,9 @@ from launcher.logs import STDERR, STDOUT, read_log
 from launcher.monitor import Launch
 from launcher.options import RunOptions, parse_volume
 from launcher.state import read_state
+from layerfs.cli.registry_commands import add_pull_options, image_or_pull
 from layerfs.container.records import Container, Containers
 from layerfs.errors import EXIT_LAUNCHER, Busy, LayerfsError
-from layerfs.image.catalog import Catalog
 from layerfs.store.layout import Store
 
 
@@ -49,14 +49,16 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="no-new-privileges: setuid programs gain nothing (off by default, so su works)")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open to the container")
     p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal (a pty)")
-    p.add_argument("image", metavar="IMAGE", help="the image, by name, digest or id")
+    add_pull_options(p)
+    p.add_argument("image", metavar="IMAGE", help="the image, by name, digest or id; pulled when "
+                                                  "the store lacks it (see --pull)")
     p.add_argument("command", metavar="COMMAND", nargs=argparse.REMAINDER,
                    help="the command and its arguments (default: the image's Entrypoint and Cmd)")
 
 
 def _options(store: Store, args: argparse.Namespace, remove: bool | None) -> tuple[Container, RunOptions]:
     """The container `run` (remove: its --rm) or `create` (remove None) makes."""
-    image = Catalog(store).resolve(args.image)
+    image = image_or_pull(store, args)
     for option in args.security_opt:
         if option not in ("no-new-privileges", "no-new-privileges=true"):
             raise LayerfsError(f"unsupported --security-opt {option!r}: only no-new-privileges is known")

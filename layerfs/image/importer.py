@@ -50,9 +50,9 @@ def _claimed_diff_ids(source: SourceImage) -> list[str | None]:
 
 
 def _stage_one(store: Store, scratch: Path, layer: SourceLayer, diff_id: str | None, what: str,
-               on_read: Callable[[int], None]) -> StagedLayer:
+               on_read: Callable[[int], None], fork: bool = False) -> StagedLayer:
     return stage(store, scratch, lambda: layer.open(scratch), digest=layer.digest, diff_id=diff_id,
-                 what=what, on_read=on_read)
+                 what=what, on_read=on_read, fork=fork)
 
 
 def _stage_all(store: Store, scratch: Path, source: SourceImage, progress: Progress,
@@ -72,10 +72,11 @@ def _stage_all(store: Store, scratch: Path, source: SourceImage, progress: Progr
 
 def _stage_parallel(store: Store, scratch: Path, source: SourceImage, claimed: list[str | None],
                     names: list[str], progress: Progress, jobs: int) -> list[StagedLayer]:
-    """Stage up to `jobs` layers at once (downloads, hashing and decompression release
-    the GIL), one bar each plus a total. The first failure, or Ctrl-C, cancels the
-    source's streams so the other workers stop at their next read; only then does the
-    error go up, so no thread still writes into scratch space being removed."""
+    """Stage up to `jobs` layers at once, one bar each plus a total: each thread
+    downloads and hashes (the GIL released) while a forked child unpacks. The first
+    failure, or Ctrl-C, cancels the source's streams so the other workers stop at
+    their next read (and kill their children); only then does the error go up, so
+    nothing still writes into scratch space being removed."""
     tasks = [progress.concurrent(what, layer.size) for layer, what in zip(source.layers, names)]
     sizes = [layer.size for layer in source.layers]
     total = progress.concurrent("total", sum(sizes) if None not in sizes else None)  # type: ignore[arg-type]
@@ -84,7 +85,7 @@ def _stage_parallel(store: Store, scratch: Path, source: SourceImage, claimed: l
         def on_read(n: int) -> None:
             tasks[i].advance(n)
             total.advance(n)
-        staged = _stage_one(store, scratch, source.layers[i], claimed[i], names[i], on_read)
+        staged = _stage_one(store, scratch, source.layers[i], claimed[i], names[i], on_read, fork=True)
         tasks[i].done()
         return staged
 

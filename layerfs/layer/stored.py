@@ -20,6 +20,7 @@ from layerfs.errors import BadInput, LayerfsError
 from layerfs.layer.compression import decompressed, sniff
 from layerfs.layer.index import LayerIndex
 from layerfs.layer.unpack import unpack
+from layerfs.layer.unpack_process import ChildUnpack
 from layerfs.store.digest import HashingReader, Readable, verify
 from layerfs.store.layout import Store
 
@@ -81,11 +82,13 @@ class StagedLayer:
 
 def stage(store: Store, scratch: Path, open_blob: Callable[[], Readable], *,
           digest: str | None, diff_id: str | None, what: str,
-          on_read: Callable[[int], None] | None = None) -> StagedLayer:
+          on_read: Callable[[int], None] | None = None, fork: bool = False) -> StagedLayer:
     """Read, verify and unpack one layer blob into `scratch`.
 
     `digest` and `diff_id` are what the image claims (None where the source makes
-    no claim, as for a plain tarball); a mismatch raises BadInput.
+    no claim, as for a plain tarball); a mismatch raises BadInput. With `fork`, the
+    unpacking runs in a child process (several layers staged at once then use every
+    core); the result is the same.
     """
     have_blob = digest is not None and store.has_blob(digest)
     have_layer = diff_id is not None and is_unpacked(store, diff_id)
@@ -98,6 +101,8 @@ def stage(store: Store, scratch: Path, open_blob: Callable[[], Readable], *,
     blob_tmp = None if have_blob else scratch / f"blob-{tag}"
     work = None if have_layer else scratch / f"layer-{tag}"
     source = store.open_blob(digest) if have_blob else open_blob()  # type: ignore[arg-type]
+    if fork and work is not None:
+        return _stage_forked(source, blob_tmp, work, digest, diff_id, what, on_read)
     try:
         with open(blob_tmp, "wb") if blob_tmp else contextlib.nullcontext() as sink:
             raw = HashingReader(source, sink, on_read)
@@ -118,6 +123,32 @@ def stage(store: Store, scratch: Path, open_blob: Callable[[], Readable], *,
         if close is not None:
             close()
     plain_digest = plain.digest if plain is not None else raw.digest
+    verify(what, digest, raw.digest)
+    verify(f"{what} (uncompressed)", diff_id, plain_digest)
+    return StagedLayer(raw.digest, plain_digest, raw.size, compression, blob_tmp, work)
+
+
+def _stage_forked(source: Readable, blob_tmp: Path | None, work: Path, digest: str | None,
+                  diff_id: str | None, what: str, on_read: Callable[[int], None] | None) -> StagedLayer:
+    """`stage` with the unpacking in a child (layer/unpack_process.py): this thread
+    reads the blob, hashes and keeps it, and feeds the child through a pipe."""
+    child = ChildUnpack(work, what)
+    try:
+        with open(blob_tmp, "wb") if blob_tmp else contextlib.nullcontext() as sink:
+            raw = HashingReader(source, sink, on_read)
+            while chunk := raw.read(COPY_CHUNK):
+                child.feed(chunk)
+        try:
+            plain_digest, compression = child.result()
+        except BadInput:
+            _blame_digest(raw, digest, what)
+            raise
+    finally:
+        child.close()
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    plain_digest = plain_digest or raw.digest
     verify(what, digest, raw.digest)
     verify(f"{what} (uncompressed)", diff_id, plain_digest)
     return StagedLayer(raw.digest, plain_digest, raw.size, compression, blob_tmp, work)

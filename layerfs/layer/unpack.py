@@ -80,18 +80,37 @@ class _Unpacker:
                 raise BadInput(f"{self.what}: {path!r} lies below {what} {parent!r}")
 
     def _store_payload(self, stream: Readable, size: int) -> str:
+        """Store a file's content under its hash; returns the name. Most files of a
+        layer are small: those are read whole, hashed, and written straight to their
+        final name, or not at all when the layer already holds the same content (the
+        unpack happens in scratch space, so a half-written file dies with it)."""
+        if size > CHUNK:
+            return self._store_large_payload(stream, size)
+        data = stream.read(size)
+        if len(data) != size:
+            raise BadInput(f"{self.what}: file data is truncated")
+        name = xxhash.xxh3_128_hexdigest(data)
+        try:
+            fd = os.open(self.files / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return name
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        return name
+
+    def _store_large_payload(self, stream: Readable, size: int) -> str:
+        """A file too large to hold in memory: streamed to a temporary name, then
+        renamed to its hash."""
         tmp = self.files / f".tmp-{os.urandom(6).hex()}"
         digest = xxhash.xxh3_128()
         written = 0
-        # os.open/os.write, not open(): a layer has thousands of small files, and a
-        # buffered file object costs more to set up than writing the file does
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             while chunk := stream.read(min(CHUNK, size - written) or CHUNK):
                 digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, chunk)
                 written += len(chunk)
         finally:
             os.close(fd)
@@ -163,6 +182,12 @@ class _Unpacker:
             if name in ("", ".", ".."):
                 raise BadInput(f"{self.what}: invalid whiteout {path!r}")
             self.index.whiteouts.append(f"{parent}/{name}" if parent else name)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def unpack(tar_stream: Readable, dest: Path, what: str) -> LayerIndex:
