@@ -26,6 +26,7 @@ from support.oci import (DEFAULT_MTIME, ImageInfo, blockdev, busybox_image_layer
 from support.oracle import apply_layers
 from support.snapshot import Node, assert_same_tree, snapshot_as
 from support.terminal import run_with_terminal_stdout
+from support.errors import one_line_error
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 RANGE_OF_THREE = "from 1 (the base) to 3"
@@ -50,17 +51,6 @@ def special_layer() -> bytes:
         symlink("srv/up", "../zz/orig"),
         file("srv/empty", b"", mode=0o4711, uid=33, gid=33, mtime=DEFAULT_MTIME + 7),
     ])
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    """The CLI's failure shape: `code`, one `layerfs: error:` line holding `words`."""
-    assert proc.returncode == code, f"exit {proc.returncode}, wanted {code}: {proc.stderr}"
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("layerfs: error: "), proc.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def import_image(lfs: Layerfs, layers: list[bytes], name: str) -> ImageInfo:

@@ -33,6 +33,7 @@ from support.oci import (busybox_image_layers, directory, file, make_layer, writ
 from support.oracle import apply_layers
 from support.snapshot import assert_same_tree, snapshot, snapshot_as
 from support.terminal import run_with_terminal_stdout
+from support.errors import one_line_error
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
@@ -40,17 +41,6 @@ CONTAINERD_NAME = "io.containerd.image.name"
 
 # ---------------------------------------------------------------------------------------
 # helpers
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    """The CLI's failure shape: `code`, one `layerfs: error:` line holding `words`."""
-    assert proc.returncode == code, f"exit {proc.returncode}, wanted {code}: {proc.stderr}"
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("layerfs: error: "), proc.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def fresh_store(lfs: Layerfs, name: str = "store2") -> Layerfs:

@@ -300,16 +300,16 @@ def inspect_remote(args: argparse.Namespace) -> None:
     """`inspect docker://REF`: skopeo inspect's document, or --raw / --config."""
     from layerfs.registry.manifests import parse_platform
     from layerfs.registry.reference import parse_remote
-    from layerfs.registry.remote import list_tags, remote_image, skopeo_inspect
+    from layerfs.registry.remote import remote_image, skopeo_inspect
 
     ref = parse_remote(args.ref)
     platform = parse_platform(args.platform) if args.platform else None
     access = access_from(args)
-    resolved = remote_image(ref, access, platform)
+    resolved, tags = remote_image(ref, access, platform, with_tags=not (args.raw or args.config))
     if args.raw:
         sys.stdout.write_bytes((resolved.index or resolved.manifest).data)  # type: ignore[attr-defined]
         return
     if args.config:
         print_json(json.loads(resolved.config))
         return
-    print_json(skopeo_inspect(resolved, list_tags(ref.with_tag(None), access)))
+    print_json(skopeo_inspect(resolved, tags))

@@ -43,24 +43,13 @@ class BlobInfo:
             with db:
                 yield db
 
-    def record_layer(self, digest: str, diff_id: str) -> None:
+    def record(self, layers: list[tuple[str, str]], locations: list[tuple[str, str, str]]) -> None:
+        """Remember (digest, diff_id) pairs and (digest, registry, repository) sightings,
+        in one transaction: a pull or push records all its blobs at once."""
         with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO layers VALUES (?, ?)", (digest, diff_id))
-
-    def diff_id(self, digest: str) -> str | None:
-        with self._db() as db:
-            row = db.execute("SELECT diff_id FROM layers WHERE digest = ?", (digest,)).fetchone()
-        return row[0] if row else None
-
-    def record_location(self, digest: str, registry: str, repository: str) -> None:
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO locations (digest, registry, repository) VALUES (?, ?, ?)",
-                       (digest, registry, repository))
-
-    def forget_location(self, digest: str, registry: str, repository: str) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM locations WHERE digest = ? AND registry = ? AND repository = ?",
-                       (digest, registry, repository))
+            db.executemany("INSERT OR REPLACE INTO layers VALUES (?, ?)", layers)
+            db.executemany("INSERT OR REPLACE INTO locations (digest, registry, repository) VALUES (?, ?, ?)",
+                           locations)
 
     def locations(self, digest: str, registry: str) -> list[str]:
         """Repositories of `registry` that had `digest`, most recently seen first."""

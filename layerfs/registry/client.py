@@ -27,6 +27,7 @@ from layerfs.errors import LayerfsError, NotFound
 from layerfs.registry import credentials
 from layerfs.registry.auth import AuthError, Authenticator, parse_challenge
 from layerfs.registry.credentials import Credentials
+from layerfs.registry.reference import DOCKER_HUB, DOCKER_HUB_API
 from layerfs.registry.tls import ssl_context
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -255,7 +256,6 @@ def _scope_of(response: httpx.Response) -> str | None:
 
 def host_key(host: str) -> str:
     """The name credentials are stored under for an API host."""
-    from layerfs.registry.reference import DOCKER_HUB, DOCKER_HUB_API
     return DOCKER_HUB if host == DOCKER_HUB_API else host
 
 

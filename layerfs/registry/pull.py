@@ -93,8 +93,6 @@ def pull(store: Store, ref: RemoteReference, access: Access, progress: Progress,
 
 
 def _remember(store: Store, ref: RemoteReference, image: Image, layers: list[Descriptor]) -> None:
-    info = BlobInfo(store)
-    for layer, diff_id in zip(layers, image.diff_ids):
-        info.record_layer(layer.digest, diff_id)
-        info.record_location(layer.digest, ref.registry, ref.repository)
-    info.record_location(image.manifest.config.digest, ref.registry, ref.repository)
+    pairs = [(layer.digest, diff_id) for layer, diff_id in zip(layers, image.diff_ids)]
+    digests = [layer.digest for layer in layers] + [image.manifest.config.digest]
+    BlobInfo(store).record(pairs, [(digest, ref.registry, ref.repository) for digest in digests])

@@ -182,7 +182,7 @@ def push(store: Store, image: Image, dest: RemoteReference, access: Access, prog
         for blob, task, outcome in zip(blobs, tasks, outcomes):
             task.done()
             getattr(report, outcome).append(blob.digest)
-            info.record_location(blob.digest, dest.registry, dest.repository)
+        info.record([], [(blob.digest, dest.registry, dest.repository) for blob in blobs])
         data = store.read_blob(image.digest)
         media_type = image.manifest_doc.get("mediaType") or image.manifest.media_type or OCI_MANIFEST
         pusher.push_manifest(data, media_type, image.digest)

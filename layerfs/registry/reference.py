@@ -59,9 +59,6 @@ class RemoteReference:
             return None
         return f"{self.name}:{self.tag or DEFAULT_TAG}"
 
-    def with_tag(self, tag: str | None) -> "RemoteReference":
-        return RemoteReference(self.registry, self.repository, tag, None)
-
     def __str__(self) -> str:
         text = self.name
         if self.tag:

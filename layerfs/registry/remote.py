@@ -17,27 +17,36 @@ PAGE = 1000
 
 
 def list_tags(ref: RemoteReference, access: Access) -> list[str]:
-    """Every tag of REF's repository, following the Link pagination of the spec."""
-    tags: list[str] = []
+    """Every tag of REF's repository."""
     with Registry(ref.api_host, ref.repository, access) as registry:
-        path: str | None = f"/v2/{ref.repository}/tags/list?n={PAGE}"
-        while path:
-            response = registry.send("GET", path, (scope(ref.repository, "pull"),))
-            if response.status_code != 200:
-                raise registry.fail(response, f"tags of {ref.name}")
-            doc = parse_json_body(response, f"tags of {ref.name}")
-            tags += [t for t in (doc.get("tags") or []) if isinstance(t, str)]
-            link = response.headers.get("link", "")
-            path = None
-            if 'rel="next"' in link and "<" in link:
-                path = urljoin(registry.url(f"/v2/{ref.repository}/tags/list"),
-                               link.split("<", 1)[1].split(">", 1)[0])
+        return _tags(registry, ref)
+
+
+def _tags(registry: Registry, ref: RemoteReference) -> list[str]:
+    """The tags, following the Link pagination of the spec."""
+    tags: list[str] = []
+    path: str | None = f"/v2/{ref.repository}/tags/list?n={PAGE}"
+    while path:
+        response = registry.send("GET", path, (scope(ref.repository, "pull"),))
+        if response.status_code != 200:
+            raise registry.fail(response, f"tags of {ref.name}")
+        doc = parse_json_body(response, f"tags of {ref.name}")
+        tags += [t for t in (doc.get("tags") or []) if isinstance(t, str)]
+        link = response.headers.get("link", "")
+        path = None
+        if 'rel="next"' in link and "<" in link:
+            path = urljoin(registry.url(f"/v2/{ref.repository}/tags/list"),
+                           link.split("<", 1)[1].split(">", 1)[0])
     return tags
 
 
-def remote_image(ref: RemoteReference, access: Access, platform: Platform | None) -> Resolved:
+def remote_image(ref: RemoteReference, access: Access, platform: Platform | None,
+                 with_tags: bool = False) -> tuple[Resolved, list[str]]:
+    """REF's manifest and config, and with `with_tags` its repository's tags, read in
+    one session (one ping, one token)."""
     with Registry(ref.api_host, ref.repository, access) as registry:
-        return resolve(registry, ref, platform)
+        resolved = resolve(registry, ref, platform)
+        return resolved, (_tags(registry, ref) if with_tags else [])
 
 
 def skopeo_inspect(resolved: Resolved, tags: list[str]) -> dict[str, Any]:

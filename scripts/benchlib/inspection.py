@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,7 @@ from .inspectimage import (
     write_fixture,
 )
 from .ocilayout import manifest_digest
-from .util import BenchError, drop_caches, format_duration, log
+from .util import BenchError, cached_layout, drop_caches, format_duration, log
 
 INSPECT_GROUPS = ["inspect"]
 REPS = 5
@@ -253,12 +252,8 @@ def fixture_layout(paths: CachePaths) -> Path:
 def ensure_fixture(paths: CachePaths, *, rebuild: bool = False) -> Path:
     """Write the synthetic layout once (older fixture versions are removed)."""
     layout = fixture_layout(paths)
-    if rebuild and layout.exists():
-        shutil.rmtree(layout)
-    if layout.exists():
+    if cached_layout(layout, rebuild):
         return layout
-    for old in layout.parent.glob("oci-v*"):
-        shutil.rmtree(old)
     log(f"building the inspect images ({LAYERS} layers, ~100k files) ...")
     start = time.monotonic()
     write_fixture(layout)

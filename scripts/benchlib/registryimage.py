@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .imagebuild import CachePaths
 from .ocilayout import CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, BlobWriter, Descriptor, HashingWriter
-from .util import format_duration, log
+from .util import cached_layout, format_duration, log
 
 IMAGE_VERSION = 2  # bump when the generator changes: the cached layout is rebuilt
 IMAGE_A, IMAGE_B = "pull-a", "pull-b"
@@ -382,12 +382,8 @@ def image_layout(paths: CachePaths) -> Path:
 def ensure_images(paths: CachePaths, rebuild: bool = False) -> Path:
     """Build the OCI layout with pull-a and pull-b once (older versions removed)."""
     layout = image_layout(paths)
-    if rebuild and layout.exists():
-        shutil.rmtree(layout)
-    if layout.exists():
+    if cached_layout(layout, rebuild):
         return layout
-    for old in layout.parent.glob("oci-v*"):
-        shutil.rmtree(old)
     log("building the registry images pull-a, pull-b (3 gzip layers each, 2 shared) ...")
     start = time.monotonic()
     partial = layout.with_name(layout.name + ".partial")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import shlex
 import subprocess
 import sys
@@ -102,3 +103,16 @@ def format_duration(seconds: float) -> str:
     """Human form for the build log: 83 s -> '1m23s'."""
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def cached_layout(layout: Path, rebuild: bool) -> bool:
+    """Whether the cached OCI layout `layout` can be used as it is. When not (missing,
+    or --rebuild), it and older versions beside it (oci-v*) are removed, for the
+    caller to build it anew."""
+    if rebuild and layout.exists():
+        shutil.rmtree(layout)
+    if layout.exists():
+        return True
+    for old in layout.parent.glob("oci-v*"):
+        shutil.rmtree(old)
+    return False
