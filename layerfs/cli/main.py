@@ -54,7 +54,7 @@ def _store_root(text: str) -> Path:
     return Path(text)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from layerfs.cli import commands as c
     from layerfs.cli import namespace_commands as nc
     from layerfs.cli import run_commands as rc
@@ -189,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("mounts", c.cmd_mounts, "list the live mounts of this store")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list (mountpoint, image, id, pid, kind, namespace, here)")
-    from layerfs.cli import archive_commands, layer_commands
+    from layerfs.cli import archive_commands, layer_commands, service_commands
     layer_commands.register(command)
     archive_commands.register(command)
     registry_commands.register(command)
@@ -274,6 +274,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="also remove the container's anonymous volumes (those its image declares)")
 
     ic.register(command)
+    service_commands.register(command)
 
     p = command("commit", cc.cmd_commit, "make a new image from a container's changes",
                 "Make a new image: the container's image layers plus one new layer holding its\n"
@@ -330,12 +331,14 @@ def _split_diff_path(argv: list[str]) -> tuple[list[str], str | None]:
     return argv[:cut], argv[cut + 1]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run one command. `parser`: one built before (the service builds it once, and
+    forks a worker per command)."""
     sys.stdout = GuardedStdout(sys.stdout)
     args = argparse.Namespace()
     try:
         argv, after = _split_diff_path(sys.argv[1:] if argv is None else argv)
-        args, extra = _parser().parse_known_args(argv)
+        args, extra = (parser or build_parser()).parse_known_args(argv)
         if after is not None:
             args.file_path = after
         if extra:  # the command's own usage error (and exit code), not the top parser's

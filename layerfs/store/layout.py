@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from layerfs.errors import LayerfsError, NotFound
-from layerfs.identity import in_user_namespace, is_mapped
+from layerfs.identity import is_mapped
+from layerfs.store.root import default_root as default_root_text
 from layerfs.store.digest import check_digest, sha256_of, verify
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
@@ -39,12 +40,7 @@ _STORE_NAMES = {LOCK, "tmp", "index.json", "blobs", "layers", "cache", "mounts"}
 
 def default_root() -> Path:
     """Where the store lives when neither --root nor LAYERFS_ROOT says."""
-    if env := os.environ.get("LAYERFS_ROOT"):
-        return Path(env)
-    if os.geteuid() == 0 and not in_user_namespace():
-        return Path("/var/lib/layerfs")
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data_home) / "layerfs"
+    return Path(default_root_text())
 
 
 def _existing_ancestor(root: Path) -> os.stat_result:

@@ -1,0 +1,256 @@
+"""The resident service: one per user and store, listening on a private unix socket.
+
+It exists to be warm. Everything a start or a mount needs is imported before
+the first request (and the garbage collector's view of it frozen, so forks share
+those pages); each command then runs in a worker forked from here, which costs
+a fork instead of an interpreter start and ~200 imports. The loop itself only
+accepts, checks who is calling (SO_PEERCRED: this user only, also for root),
+forks, and reaps; it is single-threaded so that forking from it is safe, and it
+holds nothing a command needs after the fork: containers and mounts live in
+processes of their own, recorded in the store, so that a service that stops or
+is killed takes none of them along.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from layerfs.service.place import Place
+from layerfs.service.wire import WireError, mount_namespace, peer_uid, receive, send
+from layerfs.service.worker import Runner, run_request
+
+REQUEST_TIMEOUT = 5.0  # a caller that connects sends its request at once
+
+
+@dataclass
+class _Running:
+    pid: int
+    pidfd: int
+    conn: socket.socket
+    caller_gone: bool = False
+
+
+@dataclass
+class Service:
+    place: Place
+    store_root: str
+    runner: Runner
+    idle_seconds: float
+    details: Callable[[], dict[str, Any]] = dict  # what `service status` adds (caches, namespaces)
+    outdated: Callable[[], bool] = lambda: False  # whether its code changed on disk since it started
+    started: float = field(default_factory=time.time)
+    served: int = 0
+    _running: dict[int, _Running] = field(default_factory=dict)
+    _stopping: bool = False
+
+    def serve(self, ready_fd: int) -> None:
+        """Listen, say so on `ready_fd`, and serve until stopped or idle for too long."""
+        _open_standard_streams()  # or a caller's socket or streams could get fds 0-2 here
+        pid_lock = self._take_pid_file()
+        if pid_lock is None:
+            _say(ready_fd, "another service holds " + self.place.pid)
+            return
+        try:
+            self._listener = listener = self._listen()
+        except OSError as e:
+            _say(ready_fd, f"cannot listen on {self.place.socket}: {e.strerror}")
+            return
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._stop)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ, self._accept)
+        self._selector.register(wake_r, selectors.EVENT_READ, lambda: _drain(wake_r))
+        self._closed_in_workers = [listener.fileno(), wake_r, wake_w, pid_lock, self._selector.fileno()]
+        identity = os.stat(self.place.socket).st_ino
+        _say(ready_fd, "ok")
+        try:
+            self._loop()
+        finally:
+            with contextlib.suppress(OSError):
+                if os.stat(self.place.socket).st_ino == identity:  # not a successor's
+                    os.unlink(self.place.socket)
+            with contextlib.suppress(OSError):
+                os.unlink(self.place.pid)
+            listener.close()
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        idle_since = time.monotonic()
+        while not self._stopping:
+            timeout = None if self._running else max(0.0, idle_since + self.idle_seconds - time.monotonic())
+            events = self._selector.select(timeout)
+            if not events and not self._running:
+                return  # idle long enough
+            for key, _mask in events:
+                key.data()
+            if self._running:
+                idle_since = time.monotonic()
+
+    def _stop(self, _signum: int, _frame: object) -> None:
+        self._stopping = True
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:
+            return
+        if peer_uid(conn) != os.geteuid():
+            conn.close()  # the directory is private; a caller from elsewhere is refused all the same
+            return
+        conn.settimeout(REQUEST_TIMEOUT)
+        try:
+            got = receive(conn)
+        except (OSError, WireError):
+            got = None
+        if got is None:
+            conn.close()
+            return
+        request, fds = got
+        conn.settimeout(None)
+        if "run" in request:
+            self._fork_worker(conn, request, fds)
+            return
+        what = request.get("control")
+        with contextlib.suppress(OSError):
+            send(conn, {"status": self.status()})
+        conn.close()
+        if what == "stop":
+            self._stopping = True
+
+    def _fork_worker(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        why = ("another store's service" if request.get("root") != self.store_root else
+               "another mount namespace" if request.get("mntns") != mount_namespace() else None)
+        if not why and self.outdated():
+            why = "its code changed since it started"
+            self._stopping = True  # the next command starts a service of the new code
+        if why:
+            with contextlib.suppress(OSError):
+                send(conn, {"fallback": why})
+            _close_all(fds)
+            conn.close()
+            return
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            for fd in self._closed_in_workers + [r.pidfd for r in self._running.values()]:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            for running in self._running.values():
+                running.conn.detach()
+            run_request(conn, request, fds, self.runner)
+        _close_all(fds)
+        self.served += 1
+        pidfd = os.pidfd_open(pid)
+        running = _Running(pid, pidfd, conn)
+        self._running[pid] = running
+        self._selector.register(pidfd, selectors.EVENT_READ, lambda: self._reap(running))
+        self._selector.register(conn, selectors.EVENT_READ, lambda: self._watch_caller(running))
+
+    def _reap(self, running: _Running) -> None:
+        """The worker ended: tell the caller how, in case the worker could not."""
+        _, status = os.waitpid(running.pid, 0)
+        self._selector.unregister(running.pidfd)
+        os.close(running.pidfd)
+        if not running.caller_gone:
+            self._selector.unregister(running.conn)
+            final = ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
+                     else {"exit": os.waitstatus_to_exitcode(status)})
+            with contextlib.suppress(OSError):
+                send(running.conn, final)
+        running.conn.close()
+        del self._running[running.pid]
+
+    def _watch_caller(self, running: _Running) -> None:
+        """The caller's end became readable: it went away (killed), which a command
+        run in-process would have gone with. Hang its command up, as a closed
+        terminal does."""
+        try:
+            data = running.conn.recv(1, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return
+        running.caller_gone = True
+        self._selector.unregister(running.conn)
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(running.pidfd, signal.SIGHUP)
+
+    # -- the files that say a service lives ----------------------------------------
+
+    def _take_pid_file(self) -> int | None:
+        """Lock the pid file for as long as this service lives: a second service of the
+        same store (its socket removed by hand, say) finds it locked and leaves."""
+        fd = os.open(self.place.pid, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def _listen(self) -> socket.socket:
+        """Bind a fresh socket: one left by a dead service (we hold the pid file, so no
+        live service owns it) is removed first. Mode 0600, in a 0700 directory."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.place.socket)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        saved = os.umask(0o177)
+        try:
+            listener.bind(self.place.socket)
+        finally:
+            os.umask(saved)
+        listener.listen(128)
+        listener.setblocking(False)
+        return listener
+
+    def status(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "store": self.store_root, "socket": self.place.socket,
+                "started": self.started, "uptime": round(time.time() - self.started, 3),
+                "idle_timeout": self.idle_seconds, "served": self.served, "running": len(self._running),
+                "python": sys.version.split()[0], **self.details()}
+
+
+def _open_standard_streams() -> None:
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+
+
+def _say(fd: int, text: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, text.encode(errors="replace") + b"\n")
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        while os.read(fd, 512):
+            pass
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
