@@ -45,6 +45,7 @@ from launcher.spawn import spawn
 from launcher.state import read_state, state_locked, write_state
 from launcher.stdio import Stdio
 from launcher.users import ExecUser, resolve_user
+from launcher.held import join_held
 from launcher.userns import enter_user_namespace
 from launcher.volumes import bind_volumes
 from layerfs.container.mounting import mount_container
@@ -131,7 +132,8 @@ class Launch:
         whether it was a user namespace."""
         idmap = id_map(self.options)
         if idmap is not None:
-            enter_user_namespace(idmap)
+            if not join_held(idmap):  # the resident service's, when this start is its fork
+                enter_user_namespace(idmap)
             return True
         syscalls.unshare(syscalls.CLONE_NEWNS)
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)

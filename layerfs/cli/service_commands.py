@@ -13,6 +13,7 @@ from layerfs.errors import LayerfsError
 from layerfs.service import client
 from layerfs.service.place import place_for
 from layerfs.store.layout import Store
+from layerfs.union.mounts import daemon_alive
 
 STOP_TIMEOUT = 10.0
 
@@ -57,9 +58,8 @@ def cmd_status(store: Store, args: argparse.Namespace) -> None:
 
 
 def _shown(status: dict[str, Any]) -> dict[str, Any]:
-    shown = {"running": True, **status}
-    shown["running_commands"] = shown.pop("running")
-    return shown
+    shown = {key: value for key, value in status.items() if key != "running"}
+    return {"running": True, **shown, "running_commands": status["running"]}
 
 
 def _lines(status: dict[str, Any]) -> list[tuple[str, str]]:
@@ -112,16 +112,8 @@ def cmd_stop(store: Store, args: argparse.Namespace) -> None:
         return
     pid = int(status["pid"])
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid):
+    while daemon_alive(pid):
         if time.monotonic() > deadline:
             raise LayerfsError(f"the service (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s")
         time.sleep(0.01)
     print(f"service: stopped (pid {pid})")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False

@@ -12,15 +12,23 @@ import argparse
 import gc
 import os
 import sys
+from pathlib import Path
 from collections.abc import Callable
 
 import prctl
 
+from launcher import held
+from launcher.idmap import user_map
 from layerfs.cli import main as cli
+from layerfs.errors import LayerfsError
+from layerfs.identity import in_user_namespace
+from layerfs.store.layout import Store
+from layerfs.union.build import keep_recent_trees, trees_in_memory
 from layerfs.service.place import place_for
 from layerfs.service.server import Service
 
 DEFAULT_IDLE = 300.0
+KEEP_TREES = 4  # merged trees of the images mounted last, held for the next mount or start
 NAME = "layerfs-service"  # what ps shows (/proc/PID/comm)
 
 
@@ -66,6 +74,23 @@ def _warm() -> argparse.ArgumentParser:
     return cli.build_parser()
 
 
+def _hold_user_namespace() -> None:
+    """Rootless: keep a user namespace with the user's map ready for starts to join
+    (launcher/held.py). Without one (no subordinate ids, no newuidmap), each start
+    makes its own and says what is wrong, as it would in-process."""
+    if os.geteuid() == 0 and not in_user_namespace():
+        return
+    try:
+        held.hold(user_map(os.getuid(), os.getgid()))
+    except LayerfsError as e:
+        print(f"layerfs-service: starts will make their own user namespace: {e.message}", file=sys.stderr)
+
+
+def _details() -> dict[str, object]:
+    holder = held.held()
+    return {"namespace": holder.describe() if holder else "", "trees": trees_in_memory()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog=NAME, description="the resident layerfs service (started by layerfs)")
     parser.add_argument("--root", required=True, help="the store (an absolute path)")
@@ -83,10 +108,16 @@ def main() -> int:
         os.write(args.ready_fd, b"no private directory for the service\n")
         return 1
     command_parser = _warm()
+    _hold_user_namespace()
+    store = Store(Path(args.root))
+
+    def keep_trees() -> None:
+        keep_recent_trees(store, KEEP_TREES)
+    keep_trees()
     gc.collect()
     gc.freeze()
     service = Service(place, args.root, lambda argv: cli.main(argv, command_parser), idle_seconds(args.idle),
-                      outdated=_code_stamp())
+                      details=_details, outdated=_code_stamp(), after_command=keep_trees)
     service.serve(args.ready_fd)
     return 0
 

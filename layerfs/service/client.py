@@ -13,9 +13,9 @@ by a signal kills this process with the same signal).
 
 from __future__ import annotations
 
+import _signal as signal  # signal.py's enums cost more than the rest of the client
+import _socket as socket
 import os
-import signal
-import socket
 import stat
 import sys
 import time
@@ -40,7 +40,7 @@ def connect(place: Place) -> socket.socket | None:
         return None
     if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
         raise Foreign(f"{place.socket} is not a socket of this user's")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(place.socket)
     except (ConnectionRefusedError, FileNotFoundError):
@@ -85,16 +85,15 @@ def start(place: Place, command: list[str]) -> socket.socket | None:
 
 
 def _wait_ready(ready: int) -> str:
+    """The service's first line: "ok", or why it did not start."""
+    import select
+
     deadline = time.monotonic() + START_TIMEOUT
     said = b""
     try:
-        import select
-
-        while time.monotonic() < deadline:
+        while b"\n" not in said and time.monotonic() < deadline:
             readable, _, _ = select.select([ready], [], [], deadline - time.monotonic())
-            if not readable:
-                break
-            chunk = os.read(ready, 256)
+            chunk = os.read(ready, 256) if readable else b""
             if not chunk:
                 break
             said += chunk
@@ -116,7 +115,7 @@ def run(argv: list[str], store_root: str, command: list[str]) -> int | None:
             return None
         if sock is None:
             return None
-        with sock:
+        try:
             try:
                 first = _request(sock, argv, store_root)
             except (OSError, WireError):
@@ -126,6 +125,8 @@ def run(argv: list[str], store_root: str, command: list[str]) -> int | None:
             if "fallback" in first:
                 return None
             return _follow(sock, first, argv)
+        finally:
+            sock.close()
     return None
 
 
@@ -192,9 +193,13 @@ def control(store_root: str, what: str) -> dict | None:
         return None
     if sock is None:
         return None
-    with sock:
+    try:
         send(sock, {"control": what})
         got = receive(sock)
+    except (OSError, WireError):
+        got = None
+    finally:
+        sock.close()
     return got[0].get("status") if got else None
 
 

@@ -48,6 +48,7 @@ class Service:
     idle_seconds: float
     details: Callable[[], dict[str, Any]] = dict  # what `service status` adds (caches, namespaces)
     outdated: Callable[[], bool] = lambda: False  # whether its code changed on disk since it started
+    after_command: Callable[[], None] = lambda: None  # with no command running (refresh caches)
     started: float = field(default_factory=time.time)
     served: int = 0
     _running: dict[int, _Running] = field(default_factory=dict)
@@ -172,6 +173,8 @@ class Service:
                 send(running.conn, final)
         running.conn.close()
         del self._running[running.pid]
+        if not self._running:
+            self.after_command()
 
     def _watch_caller(self, running: _Running) -> None:
         """The caller's end became readable: it went away (killed), which a command

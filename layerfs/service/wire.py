@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import marshal
 import os
-import socket
-import struct
 
-_LENGTH = struct.Struct(">I")
+# The C modules under socket and struct: socket.py and signal.py import enum, and
+# array collections, which together cost the client more than its own work.
+import _socket
+import _struct
+
+_LENGTH = _struct.Struct(">I")
 MAX_MESSAGE = 16 << 20  # an environment is large at most in the hundreds of KiB
 MAX_FDS = 3
 
@@ -36,20 +39,24 @@ class WireError(Exception):
     """The other side sent what is not a message: not our peer, or it died midway."""
 
 
-def send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
+def send(sock: _socket.socket, message: dict, fds: list[int] | None = None) -> None:
     data = marshal.dumps(message)
     frame = _LENGTH.pack(len(data)) + data
     if fds:
-        sent = socket.send_fds(sock, [frame], fds)
-        frame = frame[sent:]
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _struct.pack(f"{len(fds)}i", *fds))]
+        frame = frame[sock.sendmsg([frame], rights):]
     if frame:
         sock.sendall(frame)
 
 
-def receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
+def receive(sock: _socket.socket) -> tuple[dict, list[int]] | None:
     """The next message and the descriptors sent with it; None at a clean end of stream."""
-    head, fds, _flags, _address = socket.recv_fds(sock, _LENGTH.size, MAX_FDS)
+    head, ancillary, _flags, _address = sock.recvmsg(_LENGTH.size, _socket.CMSG_SPACE(MAX_FDS * 4))
+    fds = [fd for level, kind, data in ancillary
+           if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+           for fd in _struct.unpack(f"{len(data) // 4}i", data[:len(data) - len(data) % 4])]
     if not head:
+        _close_all(fds)
         return None
     try:
         head += _exactly(sock, _LENGTH.size - len(head))
@@ -58,15 +65,14 @@ def receive(sock: socket.socket) -> tuple[dict, list[int]] | None:
             raise WireError(f"a message of {length} bytes")
         message = marshal.loads(_exactly(sock, length))
         if not isinstance(message, dict):
-            raise WireError("a message that is not an object")
+            raise WireError("a message that is not a dict")
     except (WireError, ValueError, EOFError, TypeError):
-        for fd in fds:
-            _close(fd)
+        _close_all(fds)
         raise WireError("not a layerfs service message") from None
     return message, fds
 
 
-def _exactly(sock: socket.socket, count: int) -> bytes:
+def _exactly(sock: _socket.socket, count: int) -> bytes:
     chunks = []
     while count:
         chunk = sock.recv(count)
@@ -77,17 +83,17 @@ def _exactly(sock: socket.socket, count: int) -> bytes:
     return b"".join(chunks)
 
 
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
-def peer_uid(sock: socket.socket) -> int:
+def peer_uid(sock: _socket.socket) -> int:
     """The uid of the process at the other end, from the kernel (SO_PEERCRED)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
+    _pid, uid, _gid = _struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))
     return uid
 
 
