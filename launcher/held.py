@@ -76,7 +76,10 @@ def _be_holder(idmap: IdMap, parent: int, said: int) -> None:
         prctl.set_name(NAME)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
-        enter_user_namespace(idmap)
+        # No mount namespace of its own: one would get a copy of every mount made on the
+        # host from then on (propagation), and keep each FUSE session alive after its
+        # umount. Each joiner makes its own mount namespace instead.
+        enter_user_namespace(idmap, with_mounts=False)
         os.write(said, b"ok")
     except LayerfsError as e:
         os.write(said, e.message.encode(errors="replace"))

@@ -25,8 +25,9 @@ from layerfs.union.daemon import is_daemon
 from layerfs.union.mounts import FSTYPE, daemon_alive, mount_namespace, mount_table
 
 
-def enter_user_namespace(idmap: IdMap) -> None:
-    """Move this process into a new user + mount namespace, as root, with `idmap`."""
+def enter_user_namespace(idmap: IdMap, with_mounts: bool = True) -> None:
+    """Move this process into a new user namespace, as root, with `idmap`, and into a new
+    mount namespace owned by it unless `with_mounts` is false."""
     if in_user_namespace():
         raise LayerfsError("already inside a user namespace")
     parent = os.getpid()
@@ -50,7 +51,7 @@ def enter_user_namespace(idmap: IdMap) -> None:
     os.close(go_read)
     os.close(said_write)
     try:
-        syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNS)
+        syscalls.unshare(syscalls.CLONE_NEWUSER | (syscalls.CLONE_NEWNS if with_mounts else 0))
     except OSError as e:
         os.write(go_write, b"0")
         os.waitpid(helper, 0)
