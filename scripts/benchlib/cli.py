@@ -34,7 +34,9 @@ from .writeloads import (
 )
 
 FS_NAMES = FS_KEYS
-ALL_GROUPS = GROUPS + LAUNCH_GROUPS + INSPECT_GROUPS + REGISTRY_GROUPS
+# `mount` names both the read-only workload (as root, beside kernel overlayfs and
+# fuse-overlayfs) and the rootless container group's mount + ls: --only mount runs both
+ALL_GROUPS = list(dict.fromkeys(GROUPS + LAUNCH_GROUPS + INSPECT_GROUPS + REGISTRY_GROUPS))
 
 DESCRIPTION = f"""\
 Time read-only and write workloads on kernel overlayfs, fuse-overlayfs and
@@ -57,7 +59,7 @@ workloads (for --only):
   walk       stat every entry with `find MP -ls`, cold and warm; daemon RSS after it
   read       read the 1 GiB file with dd bs=1M, cold and warm
   tar        `tar cf - -C MP {TAR_SUBTREE} | cat`, cold and warm
-  mount      time from the mount command's start until `ls MP` answers
+  mount      as root: time from the mount command's start until `ls MP` answers
   walk100    the walk on the 100-layer image (and its ratio to the 3-layer walk)
   write, each on a fresh read-write mount per run (layerfs: a new container;
   the others: the image's layer dirs + a new empty upper and work dir):
@@ -70,10 +72,21 @@ workloads (for --only):
              for the peers: `tar -C UPPER -cf - . | tee layer.tar | sha256sum`
   containers, rootless as the user layerfs-bench (made, with subordinate ids), on
   the image's minbase + python3 layers, beside podman (runc, fuse-overlayfs) and
-  bubblewrap on the image unpacked (podman, bubblewrap, runc are apt-installed):
-  start      `run --rm IMAGE true`, median of 20; 20 starts back to back; where a
-             layerfs start goes (python, imports, user namespace, mount, the rest)
+  bubblewrap on the image unpacked (podman, bubblewrap, runc are apt-installed);
+  layerfs twice: through the user's resident service (warm) and in-process
+  (LAYERFS_NO_SERVICE=1); with no service in the CLI, its rows say n/a:
+  start      `run --rm IMAGE true`, median of 20; 20 starts back to back; the cold first
+             start (`layerfs service stop`, then one run that starts it); where a start
+             goes (python, the client, the service; in-process: imports, user namespace,
+             mount, the rest); target: through the service <= 0.3x podman
   exec       `exec CONTAINER true` into a running container, median of 20
+  mount      `layerfs mount IMAGE DIR && ls DIR` (the unmount untimed), median of 20, beside
+             fuse-overlayfs over the layers unpacked to plain dirs (lowerdir=B:A, read-only)
+             and `podman unshare sh -c 'd=$(podman image mount IMAGE) && ls "$d"'`; then
+             PSS (smaps_rollup) per mount over 10 browse mounts and 5 detached containers
+             (`run -d IMAGE sleep 1000`), and the service's own; targets: mount + ls <= 3x
+             fuse-overlayfs and <= 0.3x podman image mount, <= 10 MiB PSS per extra mount
+             (--only mount also runs the read-only mount workload above)
   inspect    layerfs history, analyze, diff, inspect --tui on a synthetic 20-layer 100k-file
              image (and one sharing 15 layers) and bench:latest: 5 cold + 5 warm, peak RSS
   registry   against Debian's docker-registry on 127.0.0.1 (plain HTTP), rootless as
@@ -311,7 +324,7 @@ def _print_report(args: argparse.Namespace, paths: CachePaths, outcome: Outcome)
         meta = {"reps": args.reps, "workloads": outcome.groups, "notes": notes, "kernel": platform.release(),
                 "cpus": os.cpu_count(), "loadavg_start": load[0], "loadavg_end": load[1]}
         if outcome.launch is not None:
-            meta["containers"] = {"seconds": outcome.launch.figures, "errors": outcome.launch.errors}
+            meta["containers"] = outcome.launch.as_json()
         if outcome.inspect is not None:
             meta["inspect"] = outcome.inspect.as_json()
         if outcome.registry is not None:
@@ -348,4 +361,6 @@ def main(argv: list[str] | None = None) -> int:
     _print_report(args, paths, outcome)
     inspect_failed = outcome.inspect is not None and outcome.inspect.failed()
     registry_failed = outcome.registry is not None and outcome.registry.failed()
-    return 1 if args.check and (any_failed(outcome.results) or inspect_failed or registry_failed) else 0
+    launch_failed = outcome.launch is not None and outcome.launch.failed()
+    failed = any_failed(outcome.results) or inspect_failed or registry_failed or launch_failed
+    return 1 if args.check and failed else 0

@@ -233,6 +233,9 @@ class FuseOverlayfs(Overlay):
         raise BenchError(f"cannot find the fuse-overlayfs process serving {mountpoint}")
 
 
+_SERVICE_STOPS: set[Path] = set()  # the stores whose service the bench stops at its end
+
+
 class Layerfs(Filesystem):
     """layerfs through its CLI (as README.md and `layerfs --help` describe it), with a bench store.
 
@@ -259,7 +262,14 @@ class Layerfs(Filesystem):
         return None
 
     def prepare(self, image: BenchImage) -> None:
-        """Import the image unless the store already holds this very manifest."""
+        """Import the image unless the store already holds this very manifest. The
+        commands start root's resident service for the bench store (when the CLI
+        has one): it is stopped when the bench ends (`service stop`; a CLI without
+        the service fails it, ignored)."""
+        if self.store not in _SERVICE_STOPS:
+            _SERVICE_STOPS.add(self.store)
+            mounts.register_leftover(f"the layerfs service of {self.store}",
+                                     lambda: run(self._cli("service", "stop"), capture=True, check=False))
         wanted = manifest_digest(image.layout, image.ref)
         found = run(self._cli("inspect", image.ref, "--json"), capture=True, check=False)
         if found.returncode == 0:

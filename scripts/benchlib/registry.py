@@ -42,7 +42,7 @@ from pathlib import Path
 
 from . import mounts
 from .imagebuild import CachePaths
-from .launch import CONTAINERS_CONF, STORAGE_CONF, USER, BenchUser, _install_peers
+from .rootless import USER, BenchUser, _install_peers
 from .ocilayout import MANIFEST_MEDIA_TYPE
 from .registryimage import IMAGE_A, IMAGE_B, ensure_images, layer_summary, write_change_tree
 from .util import BenchError, drop_caches, log
@@ -394,7 +394,7 @@ class Bench:
         if not shutil.which("umoci"):
             raise BenchError("umoci is missing (scripts/setup installs it)")
         self.user = BenchUser()
-        self._podman_config()
+        self.user.podman_config()  # runc, cgroupfs, fuse-overlayfs; the commands also name the storage
         if subprocess.run(["chmod", "0666", "/dev/fuse"], capture_output=True).returncode != 0:
             raise BenchError("cannot make /dev/fuse usable for the bench user")
         work = paths.root / "registry" / "run"
@@ -408,15 +408,6 @@ class Bench:
         self.mnt.mkdir(parents=True)
         self.layerfs_error = self._layerfs_unavailable(layerfs, "pull")
         self.push_error = self.layerfs_error or self._layerfs_unavailable(layerfs, "push")
-
-    def _podman_config(self) -> None:
-        """containers.conf and storage.conf as the container group writes them (runc,
-        cgroupfs, fuse-overlayfs); the commands also name the storage explicitly."""
-        config = self.user.home / ".config" / "containers"
-        config.mkdir(parents=True, exist_ok=True)
-        (config / "containers.conf").write_text(CONTAINERS_CONF)
-        (config / "storage.conf").write_text(STORAGE_CONF)
-        self.user.give(self.user.home / ".config")
 
     @staticmethod
     def _layerfs_unavailable(layerfs: Path, command: str) -> str | None:
