@@ -21,7 +21,7 @@ import sys
 import time
 
 from layerfs.service.place import Place, place_for
-from layerfs.service.wire import WireError, mount_namespace, peer_uid, receive, send
+from layerfs.service.wire import WireError, identity, mount_namespace, peer_uid, receive, send
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGWINCH)
@@ -136,7 +136,8 @@ def _request(sock: socket.socket, argv: list[str], store_root: str) -> dict | No
     umask = os.umask(0)
     os.umask(umask)
     send(sock, {"run": argv, "cwd": _cwd(), "env": dict(os.environ), "umask": umask, "fds": fds,
-                "root": store_root, "mntns": mount_namespace()}, fds)
+                "root": store_root, "mntns": mount_namespace(),
+                "ids": identity()}, fds)
     got = receive(sock)
     return got[0] if got else None
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from layerfs.service.place import Place
-from layerfs.service.wire import WireError, mount_namespace, peer_uid, receive, send
+from layerfs.service.wire import WireError, identity, mount_namespace, peer_uid, receive, send
 from layerfs.service.worker import Runner, run_request
 
 REQUEST_TIMEOUT = 5.0  # a caller that connects sends its request at once
@@ -133,7 +133,8 @@ class Service:
 
     def _fork_worker(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         why = ("another store's service" if request.get("root") != self.store_root else
-               "another mount namespace" if request.get("mntns") != mount_namespace() else None)
+               "another mount namespace" if request.get("mntns") != mount_namespace() else
+               "other groups" if request.get("ids") != identity() else None)
         if not why and self.outdated():
             why = "its code changed since it started"
             self._stopping = True  # the next command starts a service of the new code

@@ -10,7 +10,7 @@ descriptors (SCM_RIGHTS) on its first byte, so the command reads and writes the
 caller's own terminal, pipes and files, exactly as it would in-process.
 
 Messages, client to service:
-  {"run": ARGV, "cwd", "env", "umask", "fds": [0, 1, 2 that are open], "root", "mntns"}
+  {"run": ARGV, "cwd", "env", "umask", "fds": [0, 1, 2 that are open], "root", "mntns", "ids"}
   {"control": "status" | "stop"}
 service to client:
   {"pid": WORKER}       the command runs in that process (signals go there)
@@ -104,3 +104,10 @@ def mount_namespace() -> str:
         return os.readlink("/proc/self/ns/mnt")
     except OSError:
         return ""
+
+
+def identity() -> list:
+    """The ids a command runs with besides the uid (SO_PEERCRED checks that): a worker
+    has the service's, so a caller with other groups (after `newgrp`, or a group added
+    since the service started) runs in-process."""
+    return [os.getgid(), os.getegid(), sorted(os.getgroups())]
