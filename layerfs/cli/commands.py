@@ -25,7 +25,7 @@ from layerfs.union.build import merged_tree, prune_tree_cache
 from layerfs.union.access import mount_kind
 from layerfs.union.operations import image_operations
 from layerfs.union.daemon import check_mountpoint, mount, unmount
-from layerfs.union.mounts import live_mounts
+from layerfs.union.mounts import known_mounts
 
 
 def _report_skipped(path: str, why: str) -> None:
@@ -183,10 +183,13 @@ def cmd_umount(store: Store, args: argparse.Namespace) -> None:
 
 
 def cmd_mounts(store: Store, args: argparse.Namespace) -> None:
-    records = live_mounts(store)
+    """Every mount still mounted; one whose server died is listed as dead (it answers
+    ENOTCONN until `layerfs umount` takes it down), not hidden."""
+    listed = [(r, r.served) for r in known_mounts(store)]
     if args.json:
-        print_json([dict(r.to_json(), here=r.here) for r in records])
+        print_json([dict(r.to_json(), here=r.here, alive=alive) for r, alive in listed])
         return
-    table(["MOUNTPOINT", "IMAGE OR CONTAINER", "ID", "KIND", "PID"],
+    table(["MOUNTPOINT", "IMAGE OR CONTAINER", "ID", "KIND", "PID", "STATUS"],
           [[r.mountpoint + ("" if r.here else " (in another mount namespace)"), r.image,
-            r.id.removeprefix("sha256:")[:12], r.kind, str(r.pid)] for r in records])
+            r.id.removeprefix("sha256:")[:12], r.kind, str(r.pid), "alive" if alive else "dead"]
+           for r, alive in listed])

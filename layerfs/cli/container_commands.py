@@ -23,7 +23,7 @@ from layerfs.errors import BadInput, Busy
 from layerfs.store.layout import Store
 from layerfs.union.access import MountKind
 from layerfs.union.daemon import unmount
-from layerfs.union.mounts import live_mounts
+from layerfs.union.mounts import known_mounts, live_mounts
 
 
 def _status(state: State, mounted: bool) -> tuple[str, str]:
@@ -101,6 +101,8 @@ def cmd_rm(store: Store, args: argparse.Namespace) -> None:
                 if not args.force:
                     raise Busy(f"container {container.name} is mounted at {where}: umount it first, or rm -f")
                 unmount(store, Path(where), force=True)
+            for dead in [r for r in known_mounts(store) if r.id == container.id and not r.served and r.here]:
+                unmount(store, Path(dead.mountpoint), force=True)  # its server died: nothing to flush
         remove(store, container, volumes=args.volumes)
         print(container.name)
 

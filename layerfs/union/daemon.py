@@ -4,17 +4,20 @@
 line if it cannot be. So everything that can be checked is checked before the
 fork (mount point, /dev/fuse, the tree itself); the daemon then mounts and
 reports "ok" or the reason through a pipe, and the CLI waits for that word.
+
+SIGTERM, SIGINT and SIGHUP to a server unmount its mount cleanly, as `layerfs
+umount` would (see `_StopSignals` for why that takes a thread of its own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +26,8 @@ import prctl
 from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
 from layerfs.store.layout import Store
 from layerfs.union.access import MountKind
-from layerfs.union.mounts import (FSTYPE, MountRecord, daemon_alive, drop_record, live_mounts,
+from layerfs.union.detach import detach, wait_exit
+from layerfs.union.mounts import (FSTYPE, MountRecord, drop_record, known_mounts, layerfs_device,
                                   mount_namespace, mount_table, save_record)
 
 if TYPE_CHECKING:
@@ -37,6 +41,11 @@ SPIN_US = 50
 # What `ps` shows for a daemon (/proc/PID/comm), and how `layerfs unshare` finds the
 # daemons of its namespace to stop them when it ends.
 DAEMON_NAME = "layerfs-mount"
+# What ends a server cleanly; what the signal thread interrupts the serving loop with.
+# SIGURG is ignored by default, so a stray one is harmless (Go preempts with it too).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+_WAKE = signal.SIGURG
+_WAKE_EVERY = 0.005
 
 
 def absolute(path: Path) -> Path:
@@ -73,6 +82,143 @@ def check_fuse() -> None:
         raise LayerfsError("fusermount3 is missing: install the fuse3 package to mount without root")
 
 
+class _StopSignals:
+    """SIGTERM, SIGINT and SIGHUP end a server as `layerfs umount` would: its mount is
+    detached (lazily if busy, as umount -l), the serving loop ends, and the caller
+    closes the session and the writable layer's journal.
+
+    Why a thread: the patched pyfuse3 serves from a C loop that notices a signal
+    only as EINTR from the poll(2) it sleeps in. A signal that comes while it spins
+    for the next request (SPIN_US after each one) or answers one is merely noted,
+    and the loop then sleeps on until the next request: on an idle mount, for good.
+    (A trio signal receiver fares worse still: its task never starts, since the loop
+    never yields before it blocks.) So the stop signals are blocked in the serving
+    thread and taken by sigwait in a thread of their own. It detaches the mount,
+    which by itself ends the session when nothing else holds the mount, then sends
+    the serving thread SIGURG until the loop has ended: its handler calls
+    pyfuse3.terminate(), and a wake-up that lands while the loop spins is followed
+    by the next one."""
+
+    def __init__(self, mountpoint: str) -> None:
+        self.mountpoint = mountpoint
+        self.detached = False     # the mount is off its mount point: libfuse must not unmount the path
+        self._requested = False
+        self._serving = False
+        self._terminate: Callable[[], None] = lambda: None
+        self._finished = threading.Event()
+        self._lock = threading.Lock()
+        self._in_sigwait = False
+        self._thread: threading.Thread | None = None
+        self._main = threading.get_ident()
+        self._saved_mask: set[signal.Signals] = set()
+        self._saved_wake: object = None
+
+    def __enter__(self) -> "_StopSignals":
+        """Hold the stop signals from before the mount exists: one that came between
+        the mount and the thread would otherwise leave a dead mount."""
+        self._saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        self._saved_wake = signal.signal(_WAKE, self._woken)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.finish()
+        while STOP_SIGNALS & signal.sigpending():  # a second Ctrl-C while stopping: already done
+            signal.sigtimedwait(STOP_SIGNALS, 0)
+        signal.signal(_WAKE, self._saved_wake or signal.SIG_DFL)  # type: ignore[arg-type]
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._saved_mask)
+
+    def start(self, terminate: Callable[[], None]) -> None:
+        """Watch for the stop signals, now that the mount exists."""
+        self._terminate = terminate
+        device = layerfs_device(self.mountpoint)
+        self._thread = threading.Thread(target=self._watch, args=(device,), name="stop-signals", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around the serving loop, inside trio.run: only then may terminate() be called."""
+        self._serving = True
+        try:
+            if self._requested:  # stopped before the loop began: it ends at once
+                self._terminate()
+            yield
+        finally:
+            self._serving = False
+
+    def finish(self) -> None:
+        """Once the loop has ended: stop the thread (it no longer wakes anything)."""
+        self._finished.set()
+        with self._lock:
+            if self._in_sigwait and self._thread is not None and self._thread.ident is not None:
+                signal.pthread_kill(self._thread.ident, signal.SIGHUP)  # ends its sigwait
+        if self._thread is not None:
+            self._thread.join()
+
+    def _woken(self, _signum: int, _frame: object) -> None:
+        if self._requested and self._serving:
+            self._terminate()
+
+    def _watch(self, device: str | None) -> None:
+        with self._lock:
+            self._in_sigwait = not self._finished.is_set()
+        if not self._in_sigwait:
+            return
+        signal.sigwait(STOP_SIGNALS)
+        with self._lock:
+            self._in_sigwait = False
+        if self._finished.is_set():
+            return
+        self.detached = self._detach(device)
+        self._requested = True
+        while not self._finished.is_set():
+            signal.pthread_kill(self._main, _WAKE)
+            self._finished.wait(_WAKE_EVERY)
+
+    def _detach(self, device: str | None) -> bool:
+        """Take the mount off its mount point, if it is still ours there; whether the
+        path no longer holds it (or holds it under someone else's mount: not ours to undo)."""
+        if device is None:
+            return False
+        if layerfs_device(self.mountpoint) != device:
+            return True
+        try:
+            detach(self.mountpoint, lazy=True)
+        except LayerfsError:
+            return False  # libfuse's own unmount at close tries again
+        return True
+
+
+def _mount_fuse(operations: "pyfuse3.Operations", mountpoint: Path, options: set[str]) -> str | None:
+    """Mount; None, or why not in libfuse's own words (it prints them on stderr)."""
+    import pyfuse3
+
+    with tempfile.TemporaryFile() as libfuse_messages:
+        saved_stderr = os.dup(2)
+        os.dup2(libfuse_messages.fileno(), 2)
+        try:
+            pyfuse3.init(operations, str(mountpoint), options)
+        except RuntimeError:
+            libfuse_messages.seek(0)
+            said = libfuse_messages.read().decode(errors="replace").strip().splitlines()
+            return f"cannot mount {mountpoint}: {said[-1] if said else 'libfuse refused'}"
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+    return None
+
+
+async def _run_loop(stop: _StopSignals) -> None:
+    """Serve until unmounted or stopped. Every handler here runs to completion without
+    awaiting, so the patched pyfuse3's loop can serve requests without trio's
+    per-request scheduling, and poll briefly for the next request instead of sleeping
+    between requests (see SPIN_US)."""
+    import pyfuse3
+
+    blocking_main = getattr(pyfuse3, "main_blocking", None)
+    with stop.serving():
+        await (blocking_main(SPIN_US) if blocking_main else pyfuse3.main())
+
+
 def _serve(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path, fsname: str,
            options: set[str], on_mounted: Callable[[str | None], None]) -> int:
     """Mount, call `on_mounted(error or None)`, serve until unmounted or signalled."""
@@ -85,45 +231,23 @@ def _serve(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path
         on_mounted(e.message)
         return 1
     options = options | {f"fsname={fsname}", "subtype=layerfs"}
-    with tempfile.TemporaryFile() as libfuse_messages:
-        saved_stderr = os.dup(2)
-        os.dup2(libfuse_messages.fileno(), 2)
-        try:
-            pyfuse3.init(operations, str(mountpoint), options)
-        except RuntimeError:
-            libfuse_messages.seek(0)
-            said = libfuse_messages.read().decode(errors="replace").strip().splitlines()
-            on_mounted(f"cannot mount {mountpoint}: {said[-1] if said else 'libfuse refused'}")
+    with _StopSignals(str(mountpoint)) as stop:
+        error = _mount_fuse(operations, mountpoint, options)
+        if error is not None:
+            on_mounted(error)
             return 1
+        stop.start(pyfuse3.terminate)
+        try:
+            on_mounted(None)
+            trio.run(_run_loop, stop)
         finally:
-            os.dup2(saved_stderr, 2)
-            os.close(saved_stderr)
-    still_mounted = True
-    # Every handler here runs to completion without awaiting, so the patched pyfuse3's
-    # loop can serve requests without trio's per-request scheduling, and poll briefly
-    # for the next request instead of sleeping between requests (see SPIN_US).
-    blocking_main = getattr(pyfuse3, "main_blocking", None)
-
-    async def main() -> None:
-        nonlocal still_mounted
-        async with trio.open_nursery() as nursery:
-            async def stop_on_signal() -> None:
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-            nursery.start_soon(stop_on_signal)
-            await (blocking_main(SPIN_US) if blocking_main else pyfuse3.main())
-            still_mounted = False  # main() returns by itself only once the kernel unmounted us
-            nursery.cancel_scope.cancel()
-
-    try:
-        on_mounted(None)
-        trio.run(main)
-    finally:
-        pyfuse3.close(unmount=still_mounted)
-        close = getattr(operations, "close", None)
-        if close is not None:
-            close()
+            stop.finish()
+            # libfuse unmounts unless the session ended with the mount (it checks); a
+            # path the mount was detached from may hold another mount by now
+            pyfuse3.close(unmount=not stop.detached)
+            close = getattr(operations, "close", None)
+            if close is not None:
+                close()  # the journal of a container's layer, flushed
     return 0
 
 
@@ -198,48 +322,43 @@ def unmount(store: Store, path: Path, timeout: float = 10.0, force: bool = False
 
     force=True is for removing what is mounted: a busy mount is detached lazily and
     its daemon stopped, so processes still inside get ENOTCONN instead of a daemon
-    writing into a layer that is about to be deleted."""
+    writing into a layer that is about to be deleted. A dead mount (its daemon
+    killed) serves nothing and has nothing to flush: it is always detached."""
     mountpoint = str(absolute(path))
-    records = [r for r in live_mounts(store) if r.mountpoint == mountpoint]
+    records = [r for r in known_mounts(store) if r.mountpoint == mountpoint]
     if mount_table().get(mountpoint) != FSTYPE:
         elsewhere = next((r for r in records if not r.here), None)
         if elsewhere is not None and (force or abandoned(elsewhere.pid)):
             os.kill(elsewhere.pid, signal.SIGTERM)  # it unmounts in its own namespace
-            _wait_exit(elsewhere.pid, mountpoint, timeout)
+            _wait_exit(elsewhere, timeout)
             return
         if elsewhere is not None:
             raise NotFound(f"{mountpoint} is mounted in another mount namespace (daemon pid "
                            f"{elsewhere.pid}, e.g. a `layerfs unshare` session) that is still in use: "
                            "unmount it there")
         raise NotFound(f"{mountpoint} is not a layerfs mount (see `layerfs mounts`)")
-    pid = next((r.pid for r in records if r.here), None)
-    done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
-    if done.returncode != 0:
-        said = done.stderr.strip().splitlines()
-        busy = any("busy" in line.lower() for line in said)
-        if busy and force:
-            done = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
-            said = done.stderr.strip().splitlines()
-            if done.returncode == 0 and pid is not None and daemon_alive(pid):
-                os.kill(pid, signal.SIGTERM)
-        elif busy:
-            raise Busy(f"{mountpoint} is busy: close the files and shells using it, then umount again")
-        if done.returncode != 0:
-            raise LayerfsError(f"cannot unmount {mountpoint}: {said[-1] if said else 'fusermount3 failed'}")
-    if pid is not None:
-        _wait_exit(pid, mountpoint, timeout)
+    record = next((r for r in records if r.here), None)
+    served = record if record is not None and record.served else None
+    try:
+        detach(mountpoint, lazy=record is not None and served is None)
+    except Busy:
+        if not force:
+            raise
+        detach(mountpoint, lazy=True)
+        if served is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(served.pid, signal.SIGTERM)
+    if served is not None:
+        _wait_exit(served, timeout)
     drop_record(store, mountpoint)
 
 
-def _wait_exit(pid: int, mountpoint: str, timeout: float) -> None:
+def _wait_exit(record: MountRecord, timeout: float) -> None:
     """Wait for a daemon to finish; one that does not must not have its layer removed
     or its mount point reused under it."""
-    deadline = time.monotonic() + timeout
-    while daemon_alive(pid):
-        if time.monotonic() > deadline:
-            raise Busy(f"the daemon of {mountpoint} (pid {pid}) did not stop within "
-                       f"{timeout:.0f} s: stop it (kill {pid}) and try again")
-        time.sleep(0.005)
+    if not wait_exit(record.pid, record.started, timeout):
+        raise Busy(f"the daemon of {record.mountpoint} (pid {record.pid}) did not stop within "
+                   f"{timeout:.0f} s: stop it (kill {record.pid}) and try again")
 
 
 def abandoned(pid: int) -> bool:

@@ -5,7 +5,10 @@ ROOT/mounts/ adds what the kernel does not know (image, daemon pid, the kind of
 mount). A mount made inside a user namespace (`layerfs unshare`, a container)
 lives in that namespace's mount table, not the host's: its record names the
 mount namespace, and is checked against the daemon's own mount table. A record
-whose mount or daemon is gone is stale and is dropped when seen.
+whose mount is gone is stale and is dropped when seen. A mount whose daemon died
+(SIGKILL, a crash) stays in the table, answering ENOTCONN: its record is kept, as
+dead, until `layerfs umount` takes it down (only for this namespace; another
+namespace's table cannot be read once its daemon is gone).
 """
 
 from __future__ import annotations
@@ -28,15 +31,28 @@ def _unescape(field: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mount_table() -> dict[str, str]:
-    """mount point -> filesystem type, for this mount namespace (last mount wins)."""
-    table: dict[str, str] = {}
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, filesystem type, device "major:minor") of each mount of this mount
+    namespace, in mount order."""
+    found = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            table[_unescape(fields[4])] = fields[sep + 1]
-    return table
+            found.append((_unescape(fields[4]), fields[sep + 1], fields[2]))
+    return found
+
+
+def mount_table() -> dict[str, str]:
+    """mount point -> filesystem type, for this mount namespace (last mount wins)."""
+    return {point: fstype for point, fstype, _device in _mounts()}
+
+
+def layerfs_device(mountpoint: str) -> str | None:
+    """The device of the layerfs mount on top at `mountpoint`, if that is what is there:
+    what a server checks before it unmounts a path that may hold someone else's mount by then."""
+    top = {point: (fstype, device) for point, fstype, device in _mounts()}.get(mountpoint)
+    return top[1] if top is not None and top[0] == FSTYPE else None
 
 
 def is_mountpoint(path: Path) -> bool:
@@ -82,6 +98,11 @@ class MountRecord:
         """Whether the mount lives in this process's mount namespace."""
         return self.namespace in ("", mount_namespace())
 
+    @property
+    def served(self) -> bool:
+        """Whether its daemon still runs (a process that took its pid since does not count)."""
+        return daemon_alive(self.pid) and (not self.started or self.started == process_start(self.pid))
+
 
 def _record_path(store: Store, mountpoint: str) -> Path:
     """One record per mount point of this mount namespace (another namespace may use
@@ -117,29 +138,32 @@ def daemon_alive(pid: int) -> bool:
 
 
 def mounted_images(store: Store) -> dict[str, str]:
-    """image id -> a mount point using it, for refusing to remove images in use."""
+    """image id -> a mount point using it, for refusing to remove images in use (a dead
+    mount uses nothing: its daemon, which read the image, is gone)."""
     return {r.id: r.mountpoint for r in live_mounts(store)}
 
 
-def _is_live(record: MountRecord, table: dict[str, str]) -> bool:
-    if not daemon_alive(record.pid) or (record.started and record.started != process_start(record.pid)):
-        return False
+def _still_mounted(record: MountRecord, table: dict[str, str]) -> bool:
+    """Whether the record's mount is still there; one in another namespace is looked up
+    in its daemon's mount table, so it counts only while that daemon runs."""
     if record.here:
         return table.get(record.mountpoint) == FSTYPE
-    try:  # another namespace's mount: ask the daemon's own mount table
+    if not record.served:
+        return False
+    try:
         with open(f"/proc/{record.pid}/mountinfo") as f:
             return any(_unescape(line.split()[4]) == record.mountpoint for line in f)
     except OSError:
         return True  # its table cannot be read, but its daemon serves: keep the record
 
 
-def live_mounts(store: Store) -> list[MountRecord]:
-    """Mounts of this store, in any mount namespace, that are still mounted and served;
-    stale records are removed."""
+def known_mounts(store: Store) -> list[MountRecord]:
+    """Mounts of this store, in any mount namespace, that are still mounted: served, or
+    dead (`served` is False) until unmounted. Records of mounts gone are removed."""
     if not store.mounts.is_dir():
         return []
     table = mount_table()
-    live = []
+    known = []
     for entry in sorted(os.scandir(store.mounts), key=lambda e: e.name):
         if not entry.name.endswith(".json"):
             continue
@@ -147,8 +171,15 @@ def live_mounts(store: Store) -> list[MountRecord]:
             record = MountRecord(**json.loads(Path(entry.path).read_text()))
         except (OSError, ValueError, TypeError):
             continue
-        if _is_live(record, table):
-            live.append(record)
+        if _still_mounted(record, table):
+            known.append(record)
         else:
             _unlink(entry.path)
-    return live
+    return known
+
+
+def live_mounts(store: Store) -> list[MountRecord]:
+    """The mounts of this store that are mounted and served: what holds an image or a
+    container's layer. A dead mount does not (it only awaits `layerfs umount`), so it
+    blocks no rmi, rm, start or commit."""
+    return [r for r in known_mounts(store) if r.served]
