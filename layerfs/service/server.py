@@ -84,6 +84,9 @@ class Service:
                     os.unlink(self.place.socket)
             with contextlib.suppress(OSError):
                 os.unlink(self.place.pid)
+            with contextlib.suppress(OSError):
+                if os.path.getsize(self.place.log) == 0:  # nothing went wrong worth keeping
+                    os.unlink(self.place.log)
             listener.close()
 
     # -- the loop ------------------------------------------------------------------
