@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,13 @@ from support.oci import write_oci_layout
 
 TEST_USER = "layerfs-test"
 LAYERFS_BIN = str(Path(sys.executable).parent / "layerfs")
+SERVICE_IDLE = 20  # seconds: the many stores of a run must not leave idle services for minutes
+
+
+def in_process_pass() -> bool:
+    """Whether this run checks the in-process path: LAYERFS_TEST_NO_SERVICE=1 (scripts/test
+    sets it for its second pass) runs every command without the resident service."""
+    return os.environ.get("LAYERFS_TEST_NO_SERVICE", "") not in ("", "0")
 
 
 def fuse_mounts_under(prefix: Path) -> list[str]:
@@ -60,20 +68,29 @@ class Layerfs:
             return argv
         return ["runuser", "-u", self.user, "--", *argv]
 
-    def env(self) -> dict[str, str]:
+    def env(self, overrides: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment layerfs runs in: none of the test process's LAYERFS* settings;
+        services that exit soon after their test (SERVICE_IDLE); everything in-process
+        for the parity pass (LAYERFS_TEST_NO_SERVICE=1, see scripts/test); then
+        `overrides`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LAYERFS")}
+        env["LAYERFS_SERVICE_IDLE"] = str(SERVICE_IDLE)
+        if in_process_pass():
+            env["LAYERFS_NO_SERVICE"] = "1"
         if self.user is not None:
             pw = pwd.getpwnam(self.user)
             env.update(HOME=pw.pw_dir, USER=self.user, LOGNAME=self.user)
             env.pop("XDG_DATA_HOME", None)
             env.pop("XDG_RUNTIME_DIR", None)
+        env.update(overrides or {})
         return env
 
     def sh(self, argv: list[str], *, check: bool = True, input: bytes | None = None,
-           timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
-        """Run any command as this identity, capturing bytes output."""
+           timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run any command as this identity, capturing bytes output (`env`: variables
+        set on top of `Layerfs.env()`)."""
         proc = subprocess.run(self.wrap(argv), input=input, capture_output=True,
-                              timeout=timeout, env=self.env(), cwd=self.workdir)
+                              timeout=timeout, env=self.env(env), cwd=self.workdir)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"{argv!r} exited {proc.returncode}\nstdout: {proc.stdout.decode(errors='replace')}"
@@ -81,10 +98,10 @@ class Layerfs:
         return proc
 
     def run(self, *args: str, check: bool = True, input: bytes | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+            timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run `layerfs --root STORE ARGS...` as this identity; text output."""
         proc = self.sh([LAYERFS_BIN, "--root", str(self.root), *args], check=check,
-                       input=input, timeout=timeout)
+                       input=input, timeout=timeout, env=env)
         return subprocess.CompletedProcess(proc.args, proc.returncode,
                                            proc.stdout.decode(errors="replace"),
                                            proc.stderr.decode(errors="replace"))
@@ -139,7 +156,30 @@ class Layerfs:
                 snap[os.path.join(rel, name)] = (st.st_size, st.st_mtime_ns)
         return snap
 
+    def service_files(self) -> list[Path]:
+        """Where the service of this identity's store would have its socket (see
+        layerfs/service/place.py): beside the others in $XDG_RUNTIME_DIR/layerfs or
+        /tmp/layerfs-UID."""
+        uid = os.getuid() if self.user is None else pwd.getpwnam(self.user).pw_uid
+        name = f"service-{zlib.crc32(str(self.root).encode()):08x}.sock"
+        places = [Path(f"/tmp/layerfs-{uid}")]
+        runtime = self.env().get("XDG_RUNTIME_DIR")
+        if runtime:
+            places.insert(0, Path(runtime) / "layerfs")
+        return [place / name for place in places]
+
+    def stop_service(self) -> None:
+        """Stop the resident service of this identity's store, if one runs (quietly;
+        without a start of layerfs when no socket says one might)."""
+        if not any(os.path.lexists(path) for path in self.service_files()):
+            return
+        try:
+            self.sh([LAYERFS_BIN, "--root", str(self.root), "service", "stop"], check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+
     def cleanup(self) -> None:
+        self.stop_service()
         for mountpoint in fuse_mounts_under(self.workdir):
             subprocess.run(["umount", "-l", mountpoint], capture_output=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
