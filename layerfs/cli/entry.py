@@ -14,8 +14,11 @@ from __future__ import annotations
 import os
 import sys
 
+from layerfs.errors import EXIT_ERROR, EXIT_LAUNCHER  # a leaf module: no imports of its own
+
 ROUTED = frozenset({"run", "create", "start", "stop", "restart", "kill", "pause", "unpause", "wait", "exec",
                     "mount", "umount", "mounts", "ps", "rm", "images"})
+LAUNCHES = frozenset({"run", "create", "start", "exec"})  # fail with 125, as docker's do
 SERVICE_PROGRAM = "layerfs.cli.service_main"
 
 
@@ -23,8 +26,9 @@ def service_disabled() -> bool:
     return os.environ.get("LAYERFS_NO_SERVICE", "") not in ("", "0")
 
 
-def routed_store(argv: list[str]) -> str | None:
-    """The store whose service should run `argv`, or None to run it in-process."""
+def routed_store(argv: list[str]) -> tuple[str, str] | None:
+    """The store whose service should run `argv`, and the command's name; None to run
+    it in-process."""
     if service_disabled():
         return None
     root: str | None = None
@@ -46,7 +50,7 @@ def routed_store(argv: list[str]) -> str | None:
         from layerfs.store.root import default_root
 
         root = default_root()
-    return os.path.abspath(root)
+    return os.path.abspath(root), argv[at]
 
 
 def service_command(store_root: str) -> list[str]:
@@ -56,11 +60,13 @@ def service_command(store_root: str) -> list[str]:
 
 def main() -> int:
     argv = sys.argv[1:]
-    store_root = routed_store(argv)
-    if store_root is not None:
+    routed = routed_store(argv)
+    if routed is not None:
         from layerfs.service import client
 
-        code = client.run(argv, store_root, service_command(store_root))
+        store_root, command = routed
+        lost = EXIT_LAUNCHER if command in LAUNCHES else EXIT_ERROR
+        code = client.run(argv, store_root, service_command(store_root), lost)
         if code is not None:
             return code
     from layerfs.cli.main import main as run_here

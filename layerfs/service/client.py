@@ -40,7 +40,7 @@ def connect(place: Place) -> socket.socket | None:
         return None
     if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
         raise Foreign(f"{place.socket} is not a socket of this user's")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = _above_standard_streams(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC))
     try:
         sock.connect(place.socket)
     except (ConnectionRefusedError, FileNotFoundError):
@@ -50,6 +50,18 @@ def connect(place: Place) -> socket.socket | None:
         sock.close()
         raise Foreign(f"the process listening on {place.socket} is another user's")
     return sock
+
+
+def _above_standard_streams(sock: socket.socket) -> socket.socket:
+    """With fd 0, 1 or 2 closed, a new socket takes that number, and would be sent to
+    the command as its stream; move it above them."""
+    if sock.fileno() > 2:
+        return sock
+    import fcntl
+
+    moved = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
+    sock.close()
+    return socket.socket(fileno=moved)
 
 
 def start(place: Place, command: list[str]) -> socket.socket | None:
@@ -67,7 +79,7 @@ def start(place: Place, command: list[str]) -> socket.socket | None:
         if sock is not None:
             return sock
         ready_r, ready_w = os.pipe()
-        log = os.open(place.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        log = os.open(place.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # keeps a crash's
         try:
             os.posix_spawn(sys.executable, [sys.executable, *command, "--ready-fd", "3"], os.environ,
                            setsid=True, file_actions=[
@@ -102,9 +114,10 @@ def _wait_ready(ready: int) -> str:
     return said.decode(errors="replace").strip()
 
 
-def run(argv: list[str], store_root: str, command: list[str]) -> int | None:
+def run(argv: list[str], store_root: str, command: list[str], lost_status: int) -> int | None:
     """Run `layerfs ARGV` through the service of `store_root`, starting it if needed
-    with `command`; its exit status, or None when it must run in-process instead."""
+    with `command`; its exit status (`lost_status` if the service and the command's
+    worker both vanished), or None when it must run in-process instead."""
     place = place_for(store_root, create=True)
     if place is None or _cwd() is None:  # a deleted working directory: in-process it stays one
         return None
@@ -124,7 +137,7 @@ def run(argv: list[str], store_root: str, command: list[str]) -> int | None:
                 continue
             if "fallback" in first:
                 return None
-            return _follow(sock, first, argv)
+            return _follow(sock, first, lost_status)
         finally:
             sock.close()
     return None
@@ -142,7 +155,7 @@ def _request(sock: socket.socket, argv: list[str], store_root: str) -> dict | No
     return got[0] if got else None
 
 
-def _follow(sock: socket.socket, first: dict, argv: list[str]) -> int:
+def _follow(sock: socket.socket, first: dict, lost_status: int) -> int:
     """Pass our signals on to the worker until it reports how the command ended."""
     worker = int(first.get("pid", 0))
 
@@ -160,7 +173,7 @@ def _follow(sock: socket.socket, first: dict, argv: list[str]) -> int:
     if message is None:
         print("layerfs: error: the layerfs service stopped while running the command "
               "(what it started goes on: see `layerfs ps` and `layerfs mounts`)", file=sys.stderr)
-        return 125 if argv and argv[0] in ("run", "create", "start", "exec") else 1
+        return lost_status
     if "signal" in message:
         return _die_by(int(message["signal"]))
     return int(message["exit"])

@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -78,15 +79,15 @@ class Service:
         _say(ready_fd, "ok")
         try:
             self._loop()
+            with contextlib.suppress(OSError):
+                if os.path.getsize(self.place.log) == 0:  # a clean end leaves nothing to read
+                    os.unlink(self.place.log)
         finally:
             with contextlib.suppress(OSError):
                 if os.stat(self.place.socket).st_ino == identity:  # not a successor's
                     os.unlink(self.place.socket)
             with contextlib.suppress(OSError):
                 os.unlink(self.place.pid)
-            with contextlib.suppress(OSError):
-                if os.path.getsize(self.place.log) == 0:  # nothing went wrong worth keeping
-                    os.unlink(self.place.log)
             listener.close()
 
     # -- the loop ------------------------------------------------------------------
@@ -99,7 +100,10 @@ class Service:
             if not events and not self._running:
                 return  # idle long enough
             for key, _mask in events:
-                key.data()
+                try:
+                    key.data()
+                except Exception:  # noqa: BLE001 - one command's trouble must not end the others'
+                    traceback.print_exc()
             if self._running:
                 idle_since = time.monotonic()
 
@@ -154,7 +158,8 @@ class Service:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             for running in self._running.values():
-                running.conn.detach()
+                with contextlib.suppress(OSError):
+                    os.close(running.conn.detach())  # other callers' ends: not this command's
             run_request(conn, request, fds, self.runner)
         _close_all(fds)
         self.served += 1
@@ -184,6 +189,8 @@ class Service:
         """The caller's end became readable: it went away (killed), which a command
         run in-process would have gone with. Hang its command up, as a closed
         terminal does."""
+        if running.pid not in self._running or running.caller_gone:
+            return  # reaped in this same round: the event is stale
         try:
             data = running.conn.recv(1, socket.MSG_DONTWAIT)
         except BlockingIOError:
