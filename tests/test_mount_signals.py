@@ -392,7 +392,8 @@ def test_a_dead_mount_holds_up_no_rmi(lfs: InProcess) -> None:
 
 def test_a_dead_container_mount_holds_up_no_mount_nor_rm(lfs: InProcess) -> None:
     """The dead mount's server no longer writes the layer: the container can be mounted
-    elsewhere (as a start would mount it), and rm -f removes it."""
+    elsewhere (as a start would mount it), and rm -f removes it, taking the dead mount
+    down with it."""
     lfs.run("create", "--name", "box", IMAGE)
     mountpoint = mount(lfs, "box")
     pid = kill_server(lfs, mountpoint)
@@ -402,7 +403,7 @@ def test_a_dead_container_mount_holds_up_no_mount_nor_rm(lfs: InProcess) -> None
     lfs.run("umount", str(elsewhere))
     lfs.run("rm", "-f", "box")
     assert json.loads(lfs.run("ps", "-a", "--json").stdout) == []
-    lfs.run("umount", str(mountpoint))
+    assert json.loads(lfs.run("mounts", "--json").stdout) == []
     assert_mount_point_usable(lfs, mountpoint)
 
 
