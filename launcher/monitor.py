@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from launcher.init import Command, exit_status
 from launcher.logs import STDOUT, LogWriter
 from launcher.network import NONE, etc_files
 from launcher.options import RunOptions
-from launcher.paths import read_inside, resolve_in
+from launcher.paths import TreeView, kind_inside, read_inside, resolve_in
 from launcher.rootfs import MOUNT_POINTS, RootfsPlan
 from launcher.spawn import spawn
 from launcher.state import read_state, state_locked, write_state
@@ -48,13 +50,16 @@ from launcher.users import ExecUser, resolve_user
 from launcher.held import join_held
 from launcher.userns import enter_user_namespace
 from launcher.volumes import bind_volumes
+from layerfs import handoff
 from layerfs.container.mounting import mount_container
 from layerfs.container.records import Container, Containers
 from layerfs.container.volumes import Volumes
 from layerfs.errors import EXIT_LAUNCHER, Busy, LayerfsError, NotFound
 from layerfs.identity import in_user_namespace
+from layerfs.image.catalog import Catalog
 from layerfs.store.layout import Store
 from layerfs.union.access import MountKind
+from layerfs.union.build import merged_tree
 from layerfs.union.daemon import unmount
 from layerfs.union.mounts import drop_record
 
@@ -85,6 +90,7 @@ class Launch:
                                "Entrypoint nor Cmd (create it with a command)")
         self.rootfs = self.directory / ROOTFS
         self.etc = self.directory / ETC
+        self._view: TreeView | None = None
 
     def run(self, detached: bool, on_started: Callable[[str | None], None] = lambda _failure: None) -> int:
         """Run the container until it ends and return its exit status. `on_started` is
@@ -94,6 +100,7 @@ class Launch:
             raise Busy(f"container {self.container.name} is already running")
         with_userns = self._enter()
         self.rootfs.mkdir(exist_ok=True)
+        self._view = self._first_start_view()
         daemon = mount_container(self.store, self.container, self.rootfs, MountKind(runtime=True, suid=True),
                                  with_parent=True)
         code, child, pid1 = EXIT_LAUNCHER, 0, 0
@@ -140,23 +147,34 @@ class Launch:
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
         return False
 
+    def _first_start_view(self) -> TreeView | None:
+        """At a container's first start its layer is empty and its root is the image's
+        merged tree, held in memory (launcher/paths.py): what _prepare looks up there."""
+        with os.scandir(self.containers.upper(self.container)) as entries:
+            if next(entries, None) is not None:
+                return None
+        image = Catalog(self.store).resolve(self.container.image_digest)
+        return TreeView(merged_tree(self.store, image.diff_ids).root)
+
     def _hostname(self) -> str:
         return self.options.hostname or self.container.id[:12]
 
     def _prepare(self, with_userns: bool) -> tuple[RootfsPlan, Command]:
-        root = str(self.rootfs)
-        made = [made for path, kind in MOUNT_POINTS if (made := _make(root, path, kind))]
+        root, view = str(self.rootfs), self._view
+        made = [made for path, kind in MOUNT_POINTS if (made := _make(root, path, kind, view))]
         self.containers.add_mount_points(self.container, made)
         process = self.options.process
         for path in [process.cwd, *(v.target for v in self.options.volumes), *process.volumes]:
-            os.makedirs(resolve_in(root, path), exist_ok=True)
+            if kind_inside(root, path, view) != stat.S_IFDIR:
+                os.makedirs(resolve_in(root, path, view), exist_ok=True)
         volumes, anonymous = bind_volumes(self.store, self.container, self.options, root)
         if anonymous != self.options.anonymous:
             self._remember_anonymous(anonymous)
         self.etc.mkdir(exist_ok=True)
         for name, text in etc_files(self._hostname(), self.options.network).items():
             (self.etc / name).write_text(text)
-        user = resolve_user(process.user, read_inside(root, "/etc/passwd"), read_inside(root, "/etc/group"))
+        user = resolve_user(process.user, read_inside(root, "/etc/passwd", view),
+                            read_inside(root, "/etc/group", view))
         plan = RootfsPlan(root, str(self.etc), volumes, self.options.read_only, self.options.network == NONE)
         return plan, _command(process.argv, process.env, process.cwd, user, self._hostname(), self.options,
                               with_userns)
@@ -189,7 +207,13 @@ class Launch:
             write_state(self.directory, read_state(self.directory).exited(code))
         if self.options.remove:
             self._discard_mount(daemon)
-            remove(self.store, self.container)
+            if not handoff.allowed():
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(daemon, 0)
+                remove(self.store, self.container)
+                return
+            aside = remove(self.store, self.container, set_aside=True)
+            handoff.leave(lambda: _delete(daemon, aside))
             return
         with contextlib.suppress(LayerfsError):
             unmount(self.store, self.rootfs, force=True)
@@ -197,26 +221,36 @@ class Launch:
     def _discard_mount(self, daemon: int) -> None:
         """`--rm`: the layer is about to go, so its server need not flush and unmount
         in order (a third of a short container's life): detach the mount, which lives
-        in this launcher's own mount namespace, and kill the server."""
+        in this launcher's own mount namespace, and kill the server (the caller reaps it)."""
         with contextlib.suppress(OSError):
             syscalls.umount(str(self.rootfs), syscalls.MNT_DETACH)
         with contextlib.suppress(ProcessLookupError):
             os.kill(daemon, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(daemon, 0)
         drop_record(self.store, str(self.rootfs))
 
 
-def remove(store: Store, container: Container, volumes: bool = True) -> None:
+def remove(store: Store, container: Container, volumes: bool = True, set_aside: bool = False) -> Path | None:
     """Remove a container that does not run; with `volumes`, its anonymous volumes too
-    (as `run --rm` and `rm -v` do)."""
+    (as `run --rm` and `rm -v` do). `set_aside`: the container is unlisted (its name free)
+    at once but its files are left for the caller to delete: the directory returned."""
     anonymous = RunOptions.from_json(container.run).anonymous.values() if container.run and volumes else ()
     known = Volumes(store)
     with store.locked():
-        Containers(store).remove(container)
+        containers = Containers(store)
+        aside = containers.set_aside(container) if set_aside else containers.remove(container)
         for name in anonymous:
             with contextlib.suppress(NotFound):
                 known.remove(known.get(name))
+    return aside
+
+
+def _delete(daemon: int, aside: Path) -> int:
+    """What `run --rm` leaves for after its answer through the service (layerfs/handoff.py):
+    the killed server reaped, the set-aside layer deleted."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(daemon, 0)
+    shutil.rmtree(aside, ignore_errors=True)
+    return 0
 
 
 class _SignalsForwarded:
@@ -284,10 +318,14 @@ def _command(argv: list[str], env: list[str], cwd: str, user: ExecUser, hostname
                    options.tty, options.no_new_privs, mknod=with_userns)
 
 
-def _make(root: str, path: str, kind: str) -> str | None:
+def _make(root: str, path: str, kind: str, view: TreeView | None) -> str | None:
     """Make an empty mount point the image lacks; the path made, inside the root."""
-    target = resolve_in(root, path)
-    if os.path.lexists(target) or not os.path.isdir(os.path.dirname(target)):
+    target = resolve_in(root, path, view)
+    if view is not None:  # the tree knows: no need to ask the mount
+        parent = os.path.relpath(os.path.dirname(target), root)
+        if kind_inside(root, path, view) is not None or kind_inside(root, parent, view) != stat.S_IFDIR:
+            return None
+    elif os.path.lexists(target) or not os.path.isdir(os.path.dirname(target)):
         return None
     if kind == "d":
         os.mkdir(target, 0o755)

@@ -71,7 +71,7 @@ def read_state(directory: Path) -> State:
 
 
 def write_state(directory: Path, state: State) -> None:
-    write_atomic(directory / STATE, json.dumps(asdict(state)).encode())
+    write_atomic(directory / STATE, json.dumps(asdict(state)).encode(), durable=False)
 
 
 @contextlib.contextmanager

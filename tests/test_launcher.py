@@ -26,8 +26,8 @@ import pytest
 import termios
 
 from conftest import LAYERFS_BIN, Layerfs, fuse_mounts_under
-from support.oci import write_oci_layout
-from support.runnable import ROOT_PASSWORD, runnable_layer
+from support.oci import directory, file, make_layer, symlink, whiteout, write_oci_layout
+from support.runnable import GROUP, PASSWD, ROOT_PASSWORD, runnable_layer
 
 BOX = "box:1"
 APP = "app:1"
@@ -675,3 +675,33 @@ def test_a_long_line_keeps_one_timestamp(box: Layerfs) -> None:
     assert box.run("logs", "long").stdout == "x" * 40000 + "\n"
     stamped = box.run("logs", "-t", "long").stdout.splitlines()
     assert len(stamped) == 1 and stamped[0].endswith(" " + "x" * 40000) and stamped[0][:4].isdigit()
+
+
+def test_a_first_start_sees_the_image_as_a_later_start_does(box: Layerfs) -> None:
+    """A container's first start reads its root from the image's tree in memory
+    (launcher/paths.py), a later one through its mount: the same mount points made,
+    links followed the same way, the same user found, for an image whose /etc is full
+    of links (resolv.conf to a file that is not there, passwd and group to files
+    elsewhere, relative and absolute), the working directory below a link, and
+    /etc/hosts deleted by a whiteout."""
+    top = make_layer([
+        directory("data"), directory("data/etc"), file("data/etc/passwd", PASSWD), file("data/etc/group", GROUP),
+        whiteout("etc/passwd"), symlink("etc/passwd", "../data/etc/passwd"),
+        whiteout("etc/group"), symlink("etc/group", "/data/etc/group"),
+        symlink("etc/resolv.conf", "/run/missing/stub-resolv.conf"), whiteout("etc/hosts"),
+        directory("real"), directory("real/work"), symlink("srv/linked", "/real"),
+    ])
+    source = box.workdir / f"src-{uuid.uuid4().hex[:8]}"
+    write_oci_layout(source, [runnable_layer(), top], config={"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]})
+    box.give(source)
+    box.run("import", f"oci:{source}", "odd:1", "-q")
+    script = ("id -un; id -gn; pwd; cat /etc/hostname; ls /etc/hosts; readlink /etc/resolv.conf; "
+              "ls /real; ls -d /proc/1 /sys/kernel /dev/null")
+    options = ("-u", "app", "-w", "/srv/linked/work/here", "--hostname", "same")
+    first = out(box, "sh", "-c", script, image="odd:1", options=options)
+    box.run("create", "--name", "twice", *options, "odd:1", "sh", "-c", script)
+    starts = [box.run("start", "-a", "twice").stdout for _ in range(2)]
+    assert starts == [first, first]
+    assert first.split() == ["app", "app", "/real/work/here", "same", "/etc/hosts",
+                             "/run/missing/stub-resolv.conf", "work", "/dev/null", "/proc/1", "/sys/kernel"]
+    assert "/etc/hosts" not in box.run("diff", "twice").stdout, "a mount point made for the start is no change"

@@ -584,3 +584,90 @@ def test_the_client_imports_nothing_heavy(box: Layerfs) -> None:
                        if name == banned or name.startswith(banned + "."))
         assert heavy == [], f"layerfs {' '.join(args)} imported {heavy}"
     assert status(box)["served"] == served + len(commands), f"not all served by one; log:\n{service_log(box)}"
+
+
+# ---------------------------------------------------------------------------------------
+# the spare worker and work left after the answer
+# ---------------------------------------------------------------------------------------
+
+SPARE = "layerfs-spare"
+
+
+def spare_of(lfs: Layerfs, service: int) -> int:
+    """The worker the service has forked ahead of the next command (it waits for one)."""
+    found: list[int] = []
+
+    def one_spare() -> bool:
+        found[:] = [pid for pid in children_of(service) if alive(pid) and comm(pid) == SPARE]
+        return len(found) == 1
+    wait_for(one_spare, what=f"one spare worker of the service {service}")
+    return found[0]
+
+
+def test_the_next_command_runs_in_a_worker_forked_ahead(box: Layerfs) -> None:
+    """A browse mount is served by the spare that took the command: no fork after the
+    request, and none for the server either. It is no command the service waits for,
+    the service forks the next spare, and the server, its child, is reaped when it ends."""
+    box.run("ps")
+    service = service_pid(box)
+    spare = spare_of(box, service)
+    mountpoint = box.mkdir("ahead")
+    said = box.run("mount", BOX, str(mountpoint)).stdout
+    assert said.strip().endswith(f"(read-only, browse, pid {spare})"), said
+    assert [m["pid"] for m in json.loads(box.run("mounts", "--json").stdout)] == [spare]
+    assert comm(spare) == "layerfs-mount" and spare in children_of(service)
+    assert box.sh(["cat", str(mountpoint / "etc/hostname")]).stdout == b"from-the-image\n"
+    assert status(box)["running_commands"] == 0
+    assert spare_of(box, service) != spare
+    box.run("umount", str(mountpoint))
+    wait_for(lambda: not Path(f"/proc/{spare}").exists(), what="the server to be reaped, no zombie left")
+    assert services_of(box) == [service]
+
+
+def test_a_killed_spare_is_replaced(box: Layerfs) -> None:
+    box.run("ps")
+    service = service_pid(box)
+    spare = spare_of(box, service)
+    os.kill(spare, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{spare}").exists(), what="the killed spare to be reaped")
+    served = status(box)["served"]
+    assert box.run("run", "--rm", BOX, "echo", "still").stdout == "still\n"
+    assert (status(box)["served"], service_pid(box)) == (served + 1, service)
+    assert spare_of(box, service) != spare
+
+
+@pytest.mark.parametrize("how", ["stop", "kill -9"])
+def test_the_spare_ends_with_the_service(box: Layerfs, how: str) -> None:
+    box.run("ps")
+    service = service_pid(box)
+    spare = spare_of(box, service)
+    if how == "stop":
+        box.run("service", "stop")
+    else:
+        kill_service(box)
+    wait_for(lambda: not alive(spare), what="the spare to end with its service")
+
+
+def test_a_mount_served_by_its_worker_outlives_the_service(box: Layerfs) -> None:
+    box.run("ps")
+    mountpoint = box.mkdir("worker-served")
+    box.run("mount", BOX, str(mountpoint))
+    server = json.loads(box.run("mounts", "--json").stdout)[0]["pid"]
+    kill_service(box)
+    assert alive(server)
+    assert box.sh(["cat", str(mountpoint / "etc/hostname")]).stdout == b"from-the-image\n"
+    os.kill(server, signal.SIGTERM)  # a clean unmount, as for any mount's server
+    wait_for(lambda: fuse_mounts_under(box.workdir) == [], what="the mount to go")
+    assert json.loads(box.run("mounts", "--json").stdout) == []
+
+
+def test_run_rm_answers_with_its_output_closed_and_the_name_free(box: Layerfs) -> None:
+    """The layer of a `run --rm` is deleted after the answer; by then the container is
+    gone from every listing, its name is free, and a pipe reading its output has ended."""
+    box.run("ps")
+    for _ in range(3):
+        proc = box.sh(["sh", "-c", f"{LAYERFS_BIN} --root {box.root} run --rm --name again {BOX} echo hi | cat"])
+        assert proc.stdout == b"hi\n"
+    assert json.loads(box.run("ps", "-a", "--json").stdout) == []
+    assert json.loads(box.run("mounts", "--json").stdout) == []
+    wait_for(lambda: not any((box.root / "tmp").iterdir()), what="the set-aside layers to be deleted")

@@ -70,7 +70,8 @@ def _options(store: Store, args: argparse.Namespace, remove: bool | None) -> tup
                          tty=args.tty, interactive=args.interactive, userns=args.userns,
                          no_new_privs=bool(args.security_opt), remove=bool(remove))
     with store.locked():
-        container = Containers(store).create(image.id, image.digest, args.image, args.name, options.to_json())
+        container = Containers(store).create(image.id, image.digest, args.image, args.name, options.to_json(),
+                                             durable=not remove)
     return container, options
 
 

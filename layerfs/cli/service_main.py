@@ -9,7 +9,9 @@ collection would touch them), and serves.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import os
 import sys
 from pathlib import Path
@@ -30,6 +32,11 @@ from layerfs.service.server import Service
 DEFAULT_IDLE = 300.0
 KEEP_TREES = 4  # merged trees of the images mounted last, held for the next mount or start
 NAME = "layerfs-service"  # what ps shows (/proc/PID/comm)
+# Parsed once at warm-up, for the regular expressions argparse compiles as it matches
+# (re caches them): a worker would otherwise compile them again for every command.
+TYPICAL_COMMANDS = (["run", "--rm", "-i", "-t", "IMAGE", "true"], ["run", "-d", "--name", "N", "IMAGE"],
+                    ["exec", "-it", "CONTAINER", "true"], ["mount", "IMAGE", "DIR"], ["umount", "DIR"],
+                    ["ps", "-a", "-q"], ["stop", "CONTAINER"], ["rm", "-f", "CONTAINER"], ["mounts"], ["images"])
 
 
 def idle_seconds(given: float | None = None) -> float:
@@ -71,7 +78,12 @@ def _warm() -> argparse.ArgumentParser:
     import layerfs.union.readonly  # noqa: F401
     import layerfs.union.readwrite  # noqa: F401
     import layerfs.union.upper  # noqa: F401
-    return cli.build_parser()
+    parser = cli.build_parser()
+    with contextlib.redirect_stderr(io.StringIO()):
+        for argv in TYPICAL_COMMANDS:
+            with contextlib.suppress(SystemExit):
+                parser.parse_known_args(argv)
+    return parser
 
 
 def _hold_user_namespace() -> None:

@@ -85,8 +85,9 @@ class Containers:
         return matches[0]
 
     def create(self, image_id: str, image_digest: str, image_ref: str, name: str | None,
-               run: dict[str, Any] | None = None) -> Container:
-        """Record a new container (callers hold store.locked())."""
+               run: dict[str, Any] | None = None, durable: bool = True) -> Container:
+        """Record a new container (callers hold store.locked()); `durable=False` for one
+        that does not outlive its run (`run --rm`): its record is not flushed to disk."""
         container_id = new_id()
         if name is None:
             base = image_ref.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
@@ -98,7 +99,7 @@ class Containers:
         container = Container(container_id, name, image_id, image_digest, image_ref, created, run)
         building = Path(self.store.tmp) / f"container-{container_id}"
         (building / UPPER).mkdir(parents=True)
-        write_atomic(building / RECORD, json.dumps(container.to_json(), indent=2).encode())
+        write_atomic(building / RECORD, json.dumps(container.to_json(), indent=2).encode(), durable=durable)
         (building / WRITER_LOCK).touch(0o600)  # flocked by its one writer (container/mounting.py)
         self.root.mkdir(exist_ok=True)
         os.rename(building, self.path(container))
@@ -120,8 +121,10 @@ class Containers:
     def add_mount_points(self, container: Container, paths: list[str]) -> None:
         if paths:
             known = {os.fsdecode(p) for p in self.mount_points(container)}
+            # not flushed to disk: a record lost to a crash shows the empty mount points in
+            # diff, nothing worse, and a first start is the worse for every fsync
             write_atomic(self.path(container) / MOUNT_POINTS,
-                         json.dumps(sorted(known | {"/" + p.lstrip("/") for p in paths})).encode())
+                         json.dumps(sorted(known | {"/" + p.lstrip("/") for p in paths})).encode(), durable=False)
 
     def exists(self, container: Container) -> bool:
         return self.path(container).is_dir()
@@ -129,6 +132,10 @@ class Containers:
     def remove(self, container: Container) -> None:
         """Delete a container and its writable layer (callers hold store.locked())."""
         self.store.discard(self.path(container))
+
+    def set_aside(self, container: Container) -> Path:
+        """Unlist a container at once and leave its deletion for later: what to delete."""
+        return self.store.set_aside(self.path(container))
 
     def layer_size(self, container: Container) -> int:
         """Bytes held by the writable layer (not counting its reserve for deletes)."""

@@ -5,10 +5,11 @@ the first request (and the garbage collector's view of it frozen, so forks share
 those pages); each command then runs in a worker forked from here, which costs
 a fork instead of an interpreter start and ~200 imports. The loop itself only
 accepts, checks who is calling (SO_PEERCRED: this user only, also for root),
-forks, and reaps; it is single-threaded so that forking from it is safe, and it
-holds nothing a command needs after the fork: containers and mounts live in
-processes of their own, recorded in the store, so that a service that stops or
-is killed takes none of them along.
+and hands the command to a worker (workers.py: forking them, the one forked
+ahead of the next request, reaping); it is single-threaded so that forking
+from it is safe, and it holds nothing a command needs after the fork:
+containers and mounts live in processes of their own, recorded in the store, so
+that a service that stops or is killed takes none of them along.
 """
 
 from __future__ import annotations
@@ -27,18 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from layerfs.service.place import Place
-from layerfs.service.wire import WireError, identity, mount_namespace, peer_uid, receive, send
-from layerfs.service.worker import Runner, run_request
+from layerfs.service.wire import WireError, close_all, identity, mount_namespace, peer_uid, receive, send
+from layerfs.service.worker import Runner
+from layerfs.service.workers import Workers
 
 REQUEST_TIMEOUT = 5.0  # a caller that connects sends its request at once
-
-
-@dataclass
-class _Running:
-    pid: int
-    pidfd: int
-    conn: socket.socket
-    caller_gone: bool = False
 
 
 @dataclass
@@ -52,7 +46,6 @@ class Service:
     after_command: Callable[[], None] = lambda: None  # with no command running (refresh caches)
     started: float = field(default_factory=time.time)
     served: int = 0
-    _running: dict[int, _Running] = field(default_factory=dict)
     _stopping: bool = False
 
     def serve(self, ready_fd: int) -> None:
@@ -74,10 +67,13 @@ class Service:
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener, selectors.EVENT_READ, self._accept)
         self._selector.register(wake_r, selectors.EVENT_READ, lambda: _drain(wake_r))
-        self._closed_in_workers = [listener.fileno(), wake_r, wake_w, pid_lock, self._selector.fileno()]
+        self.workers = Workers(self._selector, self.runner,
+                               [listener.fileno(), wake_r, wake_w, pid_lock, self._selector.fileno()],
+                               self.after_command)
         identity = os.stat(self.place.socket).st_ino
         _say(ready_fd, "ok")
         try:
+            self.workers.fork_spare()
             self._loop()
             with contextlib.suppress(OSError):
                 if os.path.getsize(self.place.log) == 0:  # a clean end leaves nothing to read
@@ -89,22 +85,25 @@ class Service:
             with contextlib.suppress(OSError):
                 os.unlink(self.place.pid)
             listener.close()
+            self.workers.close()
 
     # -- the loop ------------------------------------------------------------------
 
     def _loop(self) -> None:
         idle_since = time.monotonic()
         while not self._stopping:
-            timeout = None if self._running else max(0.0, idle_since + self.idle_seconds - time.monotonic())
-            events = self._selector.select(timeout)
-            if not events and not self._running:
+            running = bool(self.workers.running)
+            if not running and time.monotonic() >= idle_since + self.idle_seconds:
                 return  # idle long enough
-            for key, _mask in events:
+            idle = None if running else max(0.0, idle_since + self.idle_seconds - time.monotonic())
+            for key, _mask in self._selector.select(self.workers.timeout(idle)):
                 try:
                     key.data()
                 except Exception:  # noqa: BLE001 - one command's trouble must not end the others'
                     traceback.print_exc()
-            if self._running:
+            if not self._stopping:
+                self.workers.fork_spare_if_due()
+            if self.workers.running:
                 idle_since = time.monotonic()
 
     def _stop(self, _signum: int, _frame: object) -> None:
@@ -129,7 +128,7 @@ class Service:
         request, fds = got
         conn.settimeout(None)
         if "run" in request:
-            self._fork_worker(conn, request, fds)
+            self._start(conn, request, fds)
             return
         what = request.get("control")
         with contextlib.suppress(OSError):
@@ -138,7 +137,7 @@ class Service:
         if what == "stop":
             self._stopping = True
 
-    def _fork_worker(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+    def _start(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         why = ("another store's service" if request.get("root") != self.store_root else
                "another mount namespace" if request.get("mntns") != mount_namespace() else
                "other groups" if request.get("ids") != identity() else None)
@@ -148,61 +147,11 @@ class Service:
         if why:
             with contextlib.suppress(OSError):
                 send(conn, {"fallback": why})
-            _close_all(fds)
+            close_all(fds)
             conn.close()
             return
-        pid = os.fork()
-        if pid == 0:
-            signal.set_wakeup_fd(-1)
-            for fd in self._closed_in_workers + [r.pidfd for r in self._running.values()]:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            for running in self._running.values():
-                with contextlib.suppress(OSError):
-                    os.close(running.conn.detach())  # other callers' ends: not this command's
-            run_request(conn, request, fds, self.runner)
-        _close_all(fds)
         self.served += 1
-        pidfd = os.pidfd_open(pid)
-        running = _Running(pid, pidfd, conn)
-        self._running[pid] = running
-        self._selector.register(pidfd, selectors.EVENT_READ, lambda: self._reap(running))
-        self._selector.register(conn, selectors.EVENT_READ, lambda: self._watch_caller(running))
-
-    def _reap(self, running: _Running) -> None:
-        """The worker ended: tell the caller how, in case the worker could not."""
-        _, status = os.waitpid(running.pid, 0)
-        self._selector.unregister(running.pidfd)
-        os.close(running.pidfd)
-        if not running.caller_gone:
-            self._selector.unregister(running.conn)
-            final = ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
-                     else {"exit": os.waitstatus_to_exitcode(status)})
-            with contextlib.suppress(OSError):
-                send(running.conn, final)
-        running.conn.close()
-        del self._running[running.pid]
-        if not self._running:
-            self.after_command()
-
-    def _watch_caller(self, running: _Running) -> None:
-        """The caller's end became readable: it went away (killed), which a command
-        run in-process would have gone with. Hang its command up, as a closed
-        terminal does."""
-        if running.pid not in self._running or running.caller_gone:
-            return  # reaped in this same round: the event is stale
-        try:
-            data = running.conn.recv(1, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            return
-        running.caller_gone = True
-        self._selector.unregister(running.conn)
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(running.pidfd, signal.SIGHUP)
+        self.workers.start(conn, request, fds)
 
     # -- the files that say a service lives ----------------------------------------
 
@@ -239,7 +188,7 @@ class Service:
     def status(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "store": self.store_root, "socket": self.place.socket,
                 "started": self.started, "uptime": round(time.time() - self.started, 3),
-                "idle_timeout": self.idle_seconds, "served": self.served, "running": len(self._running),
+                "idle_timeout": self.idle_seconds, "served": self.served, "running": len(self.workers.running),
                 "python": sys.version.split()[0], **self.details()}
 
 
@@ -264,7 +213,3 @@ def _drain(fd: int) -> None:
             pass
 
 
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)

@@ -18,6 +18,8 @@ service to client:
   {"signal": N}         it was killed by signal N
   {"fallback": WHY}     the service cannot run it: run it in-process
   {"status": {...}}     the answer to a control request
+service to a spare worker (forked ahead of the request, see server.py):
+  {"request": REQUEST}  with the connection and the caller's streams as descriptors
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import _struct
 
 _LENGTH = _struct.Struct(">I")
 MAX_MESSAGE = 16 << 20  # an environment is large at most in the hundreds of KiB
-MAX_FDS = 3
+MAX_FDS = 4  # the caller's three streams; from the service to a spare worker, the connection too
 
 
 class WireError(Exception):
@@ -56,7 +58,7 @@ def receive(sock: _socket.socket) -> tuple[dict, list[int]] | None:
            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
            for fd in _struct.unpack(f"{len(data) // 4}i", data[:len(data) - len(data) % 4])]
     if not head:
-        _close_all(fds)
+        close_all(fds)
         return None
     try:
         head += _exactly(sock, _LENGTH.size - len(head))
@@ -67,7 +69,7 @@ def receive(sock: _socket.socket) -> tuple[dict, list[int]] | None:
         if not isinstance(message, dict):
             raise WireError("a message that is not a dict")
     except (WireError, ValueError, EOFError, TypeError):
-        _close_all(fds)
+        close_all(fds)
         raise WireError("not a layerfs service message") from None
     return message, fds
 
@@ -83,7 +85,7 @@ def _exactly(sock: _socket.socket, count: int) -> bytes:
     return b"".join(chunks)
 
 
-def _close_all(fds: list[int]) -> None:
+def close_all(fds: list[int]) -> None:
     for fd in fds:
         try:
             os.close(fd)

@@ -23,31 +23,94 @@ from typing import Any, NoReturn
 
 import prctl
 
-from layerfs.service.wire import send
+from layerfs import handoff
+from layerfs.service.wire import WireError, receive, send
 
 Runner = Callable[[list[str]], int]
+SPARE_NAME = "layerfs-spare"  # what ps shows for a worker waiting for its request
 
 _RESET = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD,
           signal.SIGALRM, signal.SIGWINCH)
 
 
-def run_request(conn: socket.socket, request: dict[str, Any], fds: list[int], runner: Runner) -> NoReturn:
-    """Become the caller's command, run it, report its status, exit with it."""
+def ready_worker() -> None:
+    """What every worker is before it knows its request (a spare does this ahead): the
+    signal dispositions a fresh Python starts with."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python starts: EPIPE, not death
+    for signum in _RESET:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def wait_for_request(channel: socket.socket, runner: Runner) -> NoReturn:
+    """A spare: wait for the service to hand over a request and its connection,
+    then run it; exit when the service closes the channel instead (or dies: SIGKILL)."""
+    parent = os.getppid()
+    prctl.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(0)
+    prctl.set_name(SPARE_NAME)
+    try:
+        got = receive(channel)
+    except (OSError, WireError):
+        got = None
+    if got is None or "request" not in got[0] or not got[1]:
+        os._exit(0)
+    prctl.set_pdeathsig(0)  # a command outlives the service, as in-process
+    message, (conn_fd, *fds) = got
+    run_request(socket.socket(fileno=conn_fd), message["request"], fds, runner, channel)
+
+
+def run_request(conn: socket.socket, request: dict[str, Any], fds: list[int], runner: Runner,
+                channel: socket.socket) -> NoReturn:
+    """Become the caller's command, run it, report its status, exit with it; or, when the
+    command left work for after its answer (layerfs/handoff.py: a mount to serve, files
+    to delete), leave the service and do it."""
     code = 1
     try:
         failure = _become_caller(request, fds)
         if failure:
             send(conn, {"fallback": failure})
             os._exit(0)
-        os.register_at_fork(after_in_child=lambda: _close_quietly(conn.detach()))
+        os.register_at_fork(after_in_child=lambda: (_close_quietly(conn.detach()), _close_quietly(channel.detach())))
+        handoff.allow()
         send(conn, {"pid": os.getpid()})
         code = _run(runner, list(request["run"]))
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the caller leaving now changes nothing
+        left = handoff.take()
+        if left is None:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the caller leaving now changes nothing
+        else:
+            _leave_service(channel)
+            _let_go_of_streams()  # a pipe the caller reads ends with its command, as in-process
         send(conn, {"exit": code})
+        if left is not None:
+            conn.close()
+            code = left()
     except BaseException:  # noqa: BLE001 - nobody above a worker to tell but the caller's stderr
         _report_crash()
     finally:
         os._exit(code)
+
+
+def _let_go_of_streams() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+
+
+def _leave_service(channel: socket.socket) -> None:
+    """Tell the service this process goes on with work of its own, no longer a command it
+    waits for, and hear it has understood (before the caller is told: see
+    server._worker_says)."""
+    try:
+        send(channel, {"detached": True})
+        receive(channel)
+    except (OSError, WireError):
+        pass  # a service gone meanwhile sends no hangup either
+    channel.close()
 
 
 def _become_caller(request: dict[str, Any], fds: list[int]) -> str | None:
@@ -76,11 +139,6 @@ def _become_caller(request: dict[str, Any], fds: list[int]) -> str | None:
     sys.argv = ["layerfs", *request["run"]]
     prctl.set_name("layerfs")  # what ps shows, as for the command run in-process
     prctl.set_proctitle(" ".join(sys.argv))
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python starts: EPIPE, not death
-    for signum in _RESET:
-        signal.signal(signum, signal.SIG_DFL)
     return None
 
 

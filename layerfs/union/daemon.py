@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING
 
 import prctl
 
+from layerfs import handoff
 from layerfs.errors import BadInput, Busy, LayerfsError, NotFound
 from layerfs.store.layout import Store
 from layerfs.union.access import MountKind
+from layerfs.union.attach import fusermount
 from layerfs.union.detach import detach, wait_exit
 from layerfs.union.mounts import (FSTYPE, MountRecord, drop_record, known_mounts, layerfs_device,
                                   mount_namespace, mount_table, save_record)
@@ -105,6 +107,7 @@ class _StopSignals:
         self._requested = False
         self._serving = False
         self._terminate: Callable[[], None] = lambda: None
+        self._device: str | None = None
         self._finished = threading.Event()
         self._lock = threading.Lock()
         self._in_sigwait = False
@@ -113,14 +116,13 @@ class _StopSignals:
         self._saved_mask: set[signal.Signals] = set()
         self._saved_wake: object = None
 
-    def __enter__(self) -> "_StopSignals":
+    def hold(self) -> None:
         """Hold the stop signals from before the mount exists: one that came between
         the mount and the thread would otherwise leave a dead mount."""
         self._saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         self._saved_wake = signal.signal(_WAKE, self._woken)
-        return self
 
-    def __exit__(self, *_exc: object) -> None:
+    def release(self) -> None:
         self.finish()
         while STOP_SIGNALS & signal.sigpending():  # a second Ctrl-C while stopping: already done
             signal.sigtimedwait(STOP_SIGNALS, 0)
@@ -130,9 +132,15 @@ class _StopSignals:
     def start(self, terminate: Callable[[], None]) -> None:
         """Watch for the stop signals, now that the mount exists."""
         self._terminate = terminate
-        device = layerfs_device(self.mountpoint)
+        self._device = device = layerfs_device(self.mountpoint)
         self._thread = threading.Thread(target=self._watch, args=(device,), name="stop-signals", daemon=True)
         self._thread.start()
+
+    def take_off(self) -> None:
+        """Once serving has ended: the mount off its mount point, unless it is already (a
+        mount libfuse did not make, which libfuse does not unmount: union/attach.py)."""
+        if not self.detached:
+            self.detached = self._detach(self._device)
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
@@ -189,17 +197,28 @@ class _StopSignals:
 
 
 def _mount_fuse(operations: "pyfuse3.Operations", mountpoint: Path, options: set[str]) -> str | None:
-    """Mount; None, or why not in libfuse's own words (it prints them on stderr)."""
+    """Mount; None, or why not in libfuse's (or fusermount3's) own words. A user without
+    privileges mounts through fusermount3, spawned here (union/attach.py); root mounts
+    with mount(2), which libfuse calls."""
     import pyfuse3
 
+    where = str(mountpoint)
+    if os.geteuid() != 0:
+        fd, why = fusermount(where, options)
+        if fd is None:
+            return f"cannot mount {mountpoint}: {why}"
+        where = f"/dev/fd/{fd}"
     with tempfile.TemporaryFile() as libfuse_messages:
         saved_stderr = os.dup(2)
         os.dup2(libfuse_messages.fileno(), 2)
         try:
-            pyfuse3.init(operations, str(mountpoint), options)
+            pyfuse3.init(operations, where, options)
         except RuntimeError:
             libfuse_messages.seek(0)
             said = libfuse_messages.read().decode(errors="replace").strip().splitlines()
+            if where != str(mountpoint):
+                with contextlib.suppress(LayerfsError):
+                    detach(str(mountpoint), lazy=True)
             return f"cannot mount {mountpoint}: {said[-1] if said else 'libfuse refused'}"
         finally:
             os.dup2(saved_stderr, 2)
@@ -219,36 +238,71 @@ async def _run_loop(stop: _StopSignals) -> None:
         await (blocking_main(SPIN_US) if blocking_main else pyfuse3.main())
 
 
-def _serve(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path, fsname: str,
-           options: set[str], on_mounted: Callable[[str | None], None]) -> int:
-    """Mount, call `on_mounted(error or None)`, serve until unmounted or signalled."""
+def _mount_here(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path, fsname: str,
+                options: set[str]) -> tuple["pyfuse3.Operations", _StopSignals] | str:
+    """Mount in this process, the stop signals held: what serves it, or why not."""
+    try:
+        operations = make_operations()
+    except LayerfsError as e:
+        return e.message
+    stop = _StopSignals(str(mountpoint))
+    stop.hold()
+    error = _mount_fuse(operations, mountpoint, options | {f"fsname={fsname}", "subtype=layerfs"})
+    if error is not None:
+        stop.release()
+        return error
+    return operations, stop
+
+
+def _serve_mounted(operations: "pyfuse3.Operations", stop: _StopSignals,
+                   on_serving: Callable[[], None] = lambda: None) -> int:
+    """Serve a mount made by _mount_here until it is unmounted or stopped."""
     import pyfuse3
     import trio
 
     try:
-        operations = make_operations()
-    except LayerfsError as e:
-        on_mounted(e.message)
-        return 1
-    options = options | {f"fsname={fsname}", "subtype=layerfs"}
-    with _StopSignals(str(mountpoint)) as stop:
-        error = _mount_fuse(operations, mountpoint, options)
-        if error is not None:
-            on_mounted(error)
-            return 1
         stop.start(pyfuse3.terminate)
-        try:
-            on_mounted(None)
-            trio.run(_run_loop, stop)
-        finally:
-            stop.finish()
-            # libfuse unmounts unless the session ended with the mount (it checks); a
-            # path the mount was detached from may hold another mount by now
-            pyfuse3.close(unmount=not stop.detached)
-            close = getattr(operations, "close", None)
-            if close is not None:
-                close()  # the journal of a container's layer, flushed
+        on_serving()
+        trio.run(_run_loop, stop)
+    finally:
+        _close(operations, stop)
     return 0
+
+
+def _close(operations: "pyfuse3.Operations", stop: _StopSignals) -> None:
+    import pyfuse3
+
+    stop.finish()
+    if os.geteuid() != 0:
+        stop.take_off()  # mounted by fusermount3 for us (see _mount_fuse): libfuse leaves it
+    # libfuse unmounts unless the session ended with the mount (it checks); a path the
+    # mount was detached from may hold another mount by now
+    pyfuse3.close(unmount=not stop.detached)
+    close = getattr(operations, "close", None)
+    if close is not None:
+        close()  # the journal of a container's layer, flushed
+    stop.release()
+
+
+def _serve(make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path, fsname: str,
+           options: set[str], on_mounted: Callable[[str | None], None]) -> int:
+    """Mount, call `on_mounted(error or None)`, serve until unmounted or signalled."""
+    mounted = _mount_here(make_operations, mountpoint, fsname, options)
+    if isinstance(mounted, str):
+        on_mounted(mounted)
+        return 1
+    return _serve_mounted(*mounted, on_serving=lambda: on_mounted(None))
+
+
+def _as_daemon() -> None:
+    """What a server is, however it started: a session of its own, no terminal, its name."""
+    os.setsid()
+    prctl.set_name(DAEMON_NAME)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
 
 
 def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path,
@@ -276,21 +330,19 @@ def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mou
             return _serve(make_operations, mountpoint, fsname, options, on_mounted)
         finally:
             drop_record(store, str(mountpoint))
+    if not with_parent and handoff.allowed():
+        return _mount_for_handoff(store, make_operations, mountpoint, fsname, options, record)
 
     read_end, write_end = os.pipe()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the daemon
         os.close(read_end)
-        os.setsid()
         if with_parent:
             prctl.set_pdeathsig(signal.SIGTERM)
             if os.getppid() != parent:  # it died before the line above
                 os._exit(1)
-        prctl.set_name(DAEMON_NAME)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
+        _as_daemon()
         code = 1
 
         def report(error: str | None) -> None:
@@ -315,6 +367,29 @@ def mount(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mou
         os.waitpid(pid, 0)
         raise LayerfsError(answer or f"the mount daemon for {mountpoint} died before mounting")
     return pid
+
+
+def _mount_for_handoff(store: Store, make_operations: Callable[[], "pyfuse3.Operations"], mountpoint: Path,
+                       fsname: str, options: set[str], record: Callable[[int], None]) -> int:
+    """Mount here, and leave the serving to this process once the command has answered
+    (layerfs/handoff.py): a service worker becomes the mount's server itself."""
+    mounted = _mount_here(make_operations, mountpoint, fsname, options)
+    if isinstance(mounted, str):
+        raise LayerfsError(mounted)
+    try:
+        record(os.getpid())
+    except BaseException:
+        _close(*mounted)
+        raise
+
+    def serve() -> int:
+        _as_daemon()
+        try:
+            return _serve_mounted(*mounted)
+        finally:
+            drop_record(store, str(mountpoint))
+    handoff.leave(serve)
+    return os.getpid()
 
 
 def unmount(store: Store, path: Path, timeout: float = 10.0, force: bool = False) -> None:

@@ -113,7 +113,7 @@ def _record_path(store: Store, mountpoint: str) -> Path:
 
 def save_record(store: Store, record: MountRecord) -> None:
     store.mounts.mkdir(parents=True, exist_ok=True)
-    write_atomic(_record_path(store, record.mountpoint), json.dumps(record.to_json()).encode())
+    write_atomic(_record_path(store, record.mountpoint), json.dumps(record.to_json()).encode(), durable=False)
 
 
 def drop_record(store: Store, mountpoint: str) -> None:

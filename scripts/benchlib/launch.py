@@ -17,7 +17,7 @@ back to back` is one shell loop; the cold first start is `layerfs service stop`
 (nothing else dropped), then one timed `run --rm` that starts the service
 (median of 3 such cycles). `exec` is `exec CONTAINER true` into a running
 container. Where a start goes is measured apart, as differences: python's own
-start; through the service, the client (python, its imports and one request:
+start (with -S for the client, which runs so; with `site` in-process); through the service, the client (python, its imports and one request:
 `layerfs ps -q`) and what the service does for the run; in-process, the CLI's
 and launcher's imports, a user namespace with the subordinate map (`layerfs
 unshare true`), the FUSE server's imports (it is forked, and imports pyfuse3 and
@@ -131,6 +131,7 @@ def _breakdown(setup: Setup, results: LaunchResults, reps: int) -> None:
                    + shlex.join(setup.layerfs("umount", str(mountpoint))))
     commands = {
         "python": ([python, "-c", "pass"], None),
+        "python -S": ([python, "-S", "-c", "pass"], None),  # how the client runs (scripts/setup)
         "imports": ([setup.binary, "--help"], NO_SERVICE),  # the CLI's imports and its parser, what run loads
         "fuse": ([python, "-c", "import pyfuse3, trio"], None),
         "unshare": (setup.layerfs("unshare", "--", "true"), NO_SERVICE),
@@ -156,10 +157,10 @@ def _breakdown(setup: Setup, results: LaunchResults, reps: int) -> None:
 
     total["start"], total["inproc"] = results.get(ROW_RUN, "layerfs"), results.get(ROW_RUN, "in-process")
     total = {k: v for k, v in total.items() if v is not None}
-    add("  python start", "layerfs", ["python"], lambda: total["python"])
+    add("  python start", "layerfs", ["python -S"], lambda: total["python -S"])
     add("  python start", "in-process", ["python"], lambda: total["python"])
-    add("  client: imports + one request (`ps -q`)", "layerfs", ["client", "python"],
-        lambda: total["client"] - total["python"])
+    add("  client: imports + one request (`ps -q`)", "layerfs", ["client", "python -S"],
+        lambda: total["client"] - total["python -S"])
     add("  in the service: the run itself", "layerfs", ["client", "start"], lambda: total["start"] - total["client"])
     fuse = ["fuse", "python"]
     add("  layerfs imports", "in-process", ["imports", "python"], lambda: total["imports"] - total["python"])

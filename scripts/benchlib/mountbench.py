@@ -35,7 +35,7 @@ from .rootless import (IMAGE, NO_SERVICE, REPS_START, LaunchResults, Setup, medi
 from .util import BenchError, log
 
 ROW_MOUNT = "mount IMAGE DIR && ls DIR"
-ROW_PYTHON = "  python -c pass (a CLI's floor)"
+ROW_PYTHON = "  python -S -c pass (the client's floor: it runs with -S)"
 ROW_CLIENT = "  client: python + imports + one request (`ps -q`)"
 FO_LIMIT = 3.0  # mount + first ls, through the service, <= 3x fuse-overlayfs
 PODMAN_LIMIT = 0.3  # ... and <= 0.3x podman image mount
@@ -116,7 +116,7 @@ def _mount_breakdown(setup: Setup, results: LaunchResults, reps: int) -> None:
     its imports, one request: `layerfs ps -q`), and the rest, in the service."""
     user = setup.user
     python = str(Path(setup.binary).parent / "python")
-    commands = {ROW_PYTHON: [python, "-c", "pass"]}
+    commands = {ROW_PYTHON: [python, "-S", "-c", "pass"]}
     if setup.service.up:
         commands[ROW_CLIENT] = setup.layerfs("ps", "-q")
     for row, argv in commands.items():
