@@ -9,9 +9,9 @@ The order of a start, crun's around a FUSE root:
 3. in the layer, as root inside: the mount points the image lacks, the working
    directory and the volume targets; the user looked up in the container's own
    /etc/passwd and /etc/group; the runtime's /etc files written beside;
-4. a child that unshares the pid, mount, uts, ipc (and network) namespaces and
-   forks pid 1, which builds the root filesystem (rootfs.py), pivots into it and
-   becomes the init (init.py) (spawn.py);
+4. pid 1, forked into a new pid namespace, which unshares the mount, uts, ipc
+   (and network) namespaces, builds the root filesystem (rootfs.py), pivots into
+   it and becomes the init (init.py) (spawn.py);
 5. this process learns whether the command's execve worked, then waits for it:
    passing signals on and the terminal through in the foreground, filling the
    log when detached, stopping the container if its FUSE server dies;
@@ -103,14 +103,14 @@ class Launch:
         self._view = self._first_start_view()
         daemon = mount_container(self.store, self.container, self.rootfs, MountKind(runtime=True, suid=True),
                                  with_parent=True)
-        code, child, pid1 = EXIT_LAUNCHER, 0, 0
+        code, pid1 = EXIT_LAUNCHER, 0
         try:
             stdio = Stdio.make(self.options, detached)  # after the mount: its server holds none of it
             plan, command = self._prepare(with_userns)
             ready_r, ready_w = os.pipe()
             with _SignalsForwarded() as forwarded:  # from before the fork: none may kill us meanwhile
-                child, pid1 = spawn(plan, command, self._hostname(), self.options.network, stdio.fds,
-                                    stdio.for_pid1, ready_w)
+                pid1 = spawn(plan, command, self._hostname(), self.options.network, stdio.fds,
+                             stdio.for_pid1, ready_w)
                 forwarded.to(pid1)
                 os.close(ready_w)
                 with _end_with(daemon, pid1):
@@ -119,14 +119,14 @@ class Launch:
                     write_state(self.directory, read_state(self.directory).running(pid1, os.getpid()))
                     with contextlib.suppress(OSError):  # a caller gone away does not stop the container
                         on_started(failure or None)
-                    code = self._watch(child, stdio, detached)
+                    code = self._watch(pid1, stdio, detached)
                     pid1 = 0  # reaped
             stdio.close()
         except BaseException:
             if pid1:  # whatever failed here, the container does not outlive it
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid1, signal.SIGKILL)
-                code = exit_status(os.waitpid(child, 0)[1])
+                code = exit_status(os.waitpid(pid1, 0)[1])
             raise
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
@@ -185,7 +185,7 @@ class Launch:
 
     # -- while it runs -----------------------------------------------------------------
 
-    def _watch(self, child: int, stdio: Stdio, detached: bool) -> int:
+    def _watch(self, pid1: int, stdio: Stdio, detached: bool) -> int:
         if detached:
             log = LogWriter(self.directory)
             try:
@@ -199,7 +199,7 @@ class Launch:
         elif stdio.master is not None:  # -t alone: Ctrl-C is a signal to this process, passed on
             with window_follows(0, stdio.master):
                 pump({stdio.master: write_all(1)})
-        _, status = os.waitpid(child, 0)
+        _, status = os.waitpid(pid1, 0)
         return exit_status(status)
 
     def _finish(self, code: int, daemon: int) -> None:

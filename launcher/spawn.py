@@ -1,12 +1,17 @@
 """The container's own namespaces and its pid 1.
 
-A child of the launcher unshares the pid, mount, uts, ipc (and network)
-namespaces and forks pid 1, the first process of the new pid namespace. pid 1
-sets the hostname, brings up loopback, builds the root filesystem (rootfs.py),
-takes the pty when there is one, and becomes the init (init.py). Both die with
-the process above them (PR_SET_PDEATHSIG); signals are blocked from before the
-fork, so that one sent early waits for the init instead of killing pid 1 with a
-Python traceback.
+The launcher forks pid 1 into a pid namespace made for it (unshare(CLONE_NEWPID)
+takes effect for the children made after it), without a process in between:
+each fork of a 30 MiB interpreter costs 3-4 ms here, its page tables and the
+pages it writes copied. Root then puts the launcher's own pid namespace back for
+its later children (setns); rootless that is refused (it takes CAP_SYS_ADMIN
+where the host's namespace belongs), so the launcher forks nothing after pid 1:
+the mount's server is forked before, and its unmount is a syscall. pid 1
+unshares the mount, uts, ipc (and network) namespaces, sets the hostname,
+brings up loopback, builds the root filesystem (rootfs.py), takes the pty when
+there is one, and becomes the init (init.py). It dies with the launcher
+(PR_SET_PDEATHSIG); signals are blocked from before the fork, so that one sent
+early waits for the init instead of killing pid 1 with a Python traceback.
 
 `ready` is the write end of a pipe the launcher reads: it closes unwritten when
 the command's execve succeeded, and carries "CODE message" when pid 1's set-up
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import signal
 import socket
 
@@ -25,7 +31,7 @@ import prctl
 
 from launcher import init, rootfs, syscalls
 from launcher.console import attach_console
-from launcher.init import Command, exit_status
+from launcher.init import Command
 from launcher.network import NONE, loopback_up
 from launcher.rootfs import RootfsPlan
 from layerfs.errors import EXIT_LAUNCHER, LayerfsError
@@ -34,51 +40,44 @@ _CONSOLE_FD, _READY_FD = 3, 4
 
 
 def spawn(plan: RootfsPlan, command: Command, hostname: str, network: str, fds: tuple[int, int, int],
-          console: tuple[int, bytes | None] | None, ready: int) -> tuple[int, int]:
-    """Fork the process that holds the container's new namespaces, and pid 1 in them;
-    returns (that process, pid 1 as the host sees it)."""
-    report_r, report_w = os.pipe()
-    parent = os.getpid()
-    child = os.fork()
-    if child == 0:
-        code = EXIT_LAUNCHER
+          console: tuple[int, bytes | None] | None, ready: int) -> int:
+    """Fork pid 1 in new namespaces; its pid as the host sees it (the launcher's child)."""
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {*init.FORWARDED, signal.SIGCHLD})
+    try:
         try:
-            os.close(report_r)
-            prctl.set_pdeathsig(signal.SIGKILL)
-            if os.getppid() != parent:  # the launcher died before the line above
-                os._exit(code)
-            os.setsid()  # out of the terminal's signals: they come through the launcher
-            flags = (syscalls.CLONE_NEWPID | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS
-                     | syscalls.CLONE_NEWIPC | (syscalls.CLONE_NEWNET if network == NONE else 0))
-            syscalls.unshare(flags)
-            signal.pthread_sigmask(signal.SIG_BLOCK, {*init.FORWARDED, signal.SIGCHLD})
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+        except OSError as e:
+            raise LayerfsError(f"cannot create the container's pid namespace: {e.strerror}") from None
+        launcher = os.pidfd_open(os.getpid())  # pid 1 sees no parent (getppid() is 0 there)
+        try:
             pid1 = os.fork()
             if pid1 == 0:
-                _be_pid1(plan, command, hostname, network, fds, console, ready)
-            for fd in [ready] + ([console[0]] if console is not None else []):
-                os.close(fd)  # pid 1's alone: they must close when pid 1 ends
-            os.write(report_w, f"{pid1}\n".encode())
-            os.close(report_w)
-            _, status = os.waitpid(pid1, 0)
-            code = exit_status(status)
-        except OSError as e:
-            os.write(2, f"layerfs: error: cannot create the container's namespaces: {e.strerror}\n".encode())
+                try:
+                    _be_pid1(plan, command, hostname, network, fds, console, ready, launcher)
+                finally:
+                    os._exit(EXIT_LAUNCHER)
         finally:
-            os._exit(code)
-    os.close(report_w)
-    with os.fdopen(report_r, "rb") as report:
-        answer = report.readline().strip()
-    if not answer:
-        os.waitpid(child, 0)
-        raise LayerfsError("the container's namespaces could not be created (see above)")
-    return child, int(answer)
+            os.close(launcher)
+        with contextlib.suppress(OSError):  # see the module's doc
+            syscalls.setns(own, syscalls.CLONE_NEWPID)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(own)
+    return pid1
 
 
 def _be_pid1(plan: RootfsPlan, command: Command, hostname: str, network: str, fds: tuple[int, int, int],
-             console: tuple[int, bytes | None] | None, ready: int) -> None:
+             console: tuple[int, bytes | None] | None, ready: int, launcher: int) -> None:
     report = ready
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
+        if select.select([launcher], [], [], 0)[0]:  # it died before the line above
+            os._exit(EXIT_LAUNCHER)
+        os.close(launcher)
+        os.setsid()  # out of the terminal's signals: they come through the launcher
+        syscalls.unshare(syscalls.CLONE_NEWNS | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWIPC
+                         | (syscalls.CLONE_NEWNET if network == NONE else 0))
         # stdio to 0-2, the ready pipe to 4 and the console socket to 3, nothing else
         keep = {_READY_FD: ready} | ({_CONSOLE_FD: console[0]} if console is not None else {})
         high = {target: fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for target, fd in keep.items()}

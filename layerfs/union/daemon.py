@@ -139,8 +139,8 @@ class _StopSignals:
     def take_off(self) -> None:
         """Once serving has ended: the mount off its mount point, unless it is already (a
         mount libfuse did not make, which libfuse does not unmount: union/attach.py)."""
-        if not self.detached:
-            self.detached = self._detach(self._device)
+        if not self.detached:  # before start(), the device is the one mounted there now
+            self.detached = self._detach(self._device or layerfs_device(self.mountpoint))
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
