@@ -178,7 +178,8 @@ def pushed_from_layout(repo: str, tag: str, layout: Path, info: ImageInfo) -> Pu
 
 
 def layerfs_pid(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
-    """The pid of the layerfs process itself (under runuser for the test user)."""
+    """The pid of the layerfs process itself (under runuser for the test user): its
+    command line is `python -S .../layerfs ...` (the script's interpreter line)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid in [proc.pid, *_children(proc.pid)]:
@@ -186,7 +187,7 @@ def layerfs_pid(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if any(part.endswith(b"/layerfs") for part in cmdline[:2]) and b"runuser" not in cmdline[0]:
+            if any(part.endswith(b"/layerfs") for part in cmdline[:3]) and b"runuser" not in cmdline[0]:
                 return pid
         time.sleep(0.01)
     raise AssertionError("the layerfs process did not show up")

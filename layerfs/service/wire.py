@@ -18,8 +18,11 @@ service to client:
   {"signal": N}         it was killed by signal N
   {"fallback": WHY}     the service cannot run it: run it in-process
   {"status": {...}}     the answer to a control request
-service to a spare worker (forked ahead of the request, see server.py):
+service to a spare worker (forked ahead of the request, see workers.py):
   {"request": REQUEST}  with the connection and the caller's streams as descriptors
+worker to service, on the same channel, and the answer:
+  {"detached": true}    the command is done; this process goes on with work it left
+  {"ok": true}
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def _let_go_of_streams() -> None:
 def _leave_service(channel: socket.socket) -> None:
     """Tell the service this process goes on with work of its own, no longer a command it
     waits for, and hear it has understood (before the caller is told: see
-    server._worker_says)."""
+    workers._worker_says)."""
     try:
         send(channel, {"detached": True})
         receive(channel)

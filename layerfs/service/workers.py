@@ -161,6 +161,8 @@ class Workers:
         server, a clean-up), no longer a command. It waits for the answer before it
         tells its caller the command is done, so that the caller's leaving is never
         taken for a hangup."""
+        if running.pid not in self.running:
+            return  # reaped in this same round: the event is stale
         try:
             got = receive(running.channel)
         except (OSError, WireError):
@@ -170,7 +172,7 @@ class Workers:
             running.channel.close()
             return
         close_all(got[1])
-        if not got[0].get("detached") or running.pid not in self.running:
+        if not got[0].get("detached"):
             return
         self.selector.unregister(running.channel)
         with contextlib.suppress(OSError):
@@ -206,6 +208,8 @@ class Workers:
 
     def _reap(self, running: Running) -> None:
         """The worker ended: tell the caller how, in case the worker could not."""
+        if running.pid not in self.running:
+            return  # it went on after its answer in this same round: _reap_detached's now
         _, status = os.waitpid(running.pid, 0)
         self.selector.unregister(running.pidfd)
         os.close(running.pidfd)
