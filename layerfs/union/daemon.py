@@ -151,7 +151,8 @@ class _StopSignals:
                 self._terminate()
             yield
         finally:
-            self._serving = False
+            with self._lock:  # no wake-up from here on: trio is about to close its wakeup fd
+                self._serving = False
 
     def finish(self) -> None:
         """Once the loop has ended: stop the thread (it no longer wakes anything)."""
@@ -179,7 +180,9 @@ class _StopSignals:
         self.detached = self._detach(device)
         self._requested = True
         while not self._finished.is_set():
-            signal.pthread_kill(self._main, _WAKE)
+            with self._lock:
+                if self._serving:  # before the loop, serving() sees the request itself
+                    signal.pthread_kill(self._main, _WAKE)
             self._finished.wait(_WAKE_EVERY)
 
     def _detach(self, device: str | None) -> bool:
